@@ -1,0 +1,2 @@
+//! Reading a host directory into a [`Tree`](crate::Tree).
+//! (Being implemented.)
