@@ -6,7 +6,10 @@
 
 pub mod checksum;
 mod error;
+mod layout;
+mod ondisk;
 mod options;
+mod writer;
 
 use std::io::{Seek, Write};
 use std::ops::Range;
@@ -65,8 +68,7 @@ pub fn format<S: Write + Seek>(
     options: &FormatOptions,
     progress: &dyn Progress,
 ) -> Result<Report> {
-    let _ = (storage, tree, options, progress);
-    todo!("being written")
+    writer::format(storage, tree, options, progress)
 }
 
 /// The smallest filesystem size in bytes that holds `tree` with `options`
@@ -75,6 +77,5 @@ pub fn format<S: Write + Seek>(
 /// # Errors
 /// Invalid options or a tree ext4 cannot hold.
 pub fn required_size(tree: &Tree, options: &FormatOptions) -> Result<u64> {
-    let _ = (tree, options);
-    todo!("being written")
+    writer::required_size(tree, options)
 }
