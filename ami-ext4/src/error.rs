@@ -62,6 +62,14 @@ pub enum Error {
         /// Why it cannot be stored.
         reason: String,
     },
+    /// The tree holds something ext4 cannot represent.
+    #[error("{path:?}: {what}")]
+    Unsupported {
+        /// Path of the entry, lossily decoded.
+        path: String,
+        /// What cannot be represented.
+        what: String,
+    },
     /// Reading a file's contents failed.
     #[error("cannot read {path:?}")]
     Source {

@@ -713,6 +713,7 @@ fn choose(ctx: &Ctx<'_>, size: Size) -> Result<Plan> {
             }
             let free_wanted = min.used_blocks * u64::from(headroom_percent) / 100;
             let mut blocks = min.geo.blocks_count + free_wanted;
+            drop(min); // keep one plan in memory at a time
             loop {
                 match try_plan(blocks) {
                     Ok(p) => return Ok(p),
