@@ -82,10 +82,16 @@ fn number(tree: &Tree) -> Result<Numbering> {
         parent: ROOT_INO,
     });
     names[ROOT_INO as usize - 1] = 1;
-    let lpf_in_tree = matches!(
-        tree.lookup(b"lost+found").map(|id| &tree.node(id).kind),
-        Some(NodeKind::Dir(_))
-    );
+    let lpf_in_tree = match tree.lookup(b"lost+found").map(|id| &tree.node(id).kind) {
+        None => false,
+        Some(NodeKind::Dir(_)) => true,
+        Some(_) => {
+            return Err(Error::Unsupported {
+                path: "/lost+found".into(),
+                what: "must be a directory (ext4 reserves inode 11 for it)".into(),
+            })
+        }
+    };
     if !lpf_in_tree {
         slots[LPF_INO as usize - 1] = Some(Slot::LostFound);
         names[LPF_INO as usize - 1] = 1;
@@ -137,8 +143,12 @@ fn number(tree: &Tree) -> Result<Numbering> {
                 }
             } else if is_dir {
                 // A directory reachable twice would be a loop.
-                return Err(Error::TooLarge {
-                    what: format!("directory {:?} has two names", lossy(name)),
+                let mut p = path.clone();
+                p.push(b'/');
+                p.extend_from_slice(name);
+                return Err(Error::Unsupported {
+                    path: lossy(&p),
+                    what: "a directory with two names".into(),
                 });
             }
             names[ino as usize - 1] += 1;
