@@ -218,7 +218,7 @@ impl FileData {
     pub fn data_ranges(&self) -> Vec<Range<u64>> {
         match &self.data {
             Some(r) => r.to_vec(),
-            None if self.len > 0 => vec![0..self.len],
+            None if self.len > 0 => std::iter::once(0..self.len).collect(),
             None => Vec::new(),
         }
     }
@@ -290,7 +290,10 @@ impl ContentReader<'_> {
 }
 
 fn short() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "file contents shorter than recorded")
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "file contents shorter than recorded",
+    )
 }
 
 /// The entries of a directory, sorted by name bytes.
@@ -438,7 +441,9 @@ fn lossy(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
-/// An in-memory filesystem tree. See the [module docs](self).
+/// An in-memory filesystem tree: an arena of inodes addressed by [`NodeId`];
+/// directories map names to ids, so a node with several names is a hard
+/// link. Names are kept sorted, which makes every walk deterministic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
     nodes: Vec<Node>,
@@ -486,7 +491,11 @@ impl Tree {
     }
 
     fn check_name(name: &[u8]) -> Result<(), TreeError> {
-        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.contains(&b'/')
+            || name.contains(&0)
         {
             return Err(TreeError::InvalidName { name: lossy(name) });
         }
@@ -594,6 +603,20 @@ impl Tree {
         }
     }
 
+    /// Clamps the atime, mtime, ctime and crtime of every node (reachable or
+    /// not) to at most `limit`, as `SOURCE_DATE_EPOCH` asks of reproducible
+    /// builds: times later than `limit` become `limit`, earlier ones are
+    /// kept. A `None` crtime stays `None`.
+    pub fn clamp_times(&mut self, limit: Timestamp) {
+        for node in &mut self.nodes {
+            let m = &mut node.meta;
+            m.atime = m.atime.clamp_to(limit);
+            m.mtime = m.mtime.clamp_to(limit);
+            m.ctime = m.ctime.clamp_to(limit);
+            m.crtime = m.crtime.map(|t| t.clamp_to(limit));
+        }
+    }
+
     /// Walks every name reachable from the root, depth first, entries in
     /// name order; each directory comes before its contents. The root itself
     /// is yielded first with an empty path.
@@ -659,7 +682,11 @@ mod tests {
         let mut t = Tree::new(Metadata::new(0o755));
         let usr = t.create_dir_all(b"/usr/bin", Metadata::new(0o755)).unwrap();
         let f = t
-            .add(usr, b"ls", Node::file(FileData::from_bytes(vec![1, 2, 3]), Metadata::new(0o755)))
+            .add(
+                usr,
+                b"ls",
+                Node::file(FileData::from_bytes(vec![1, 2, 3]), Metadata::new(0o755)),
+            )
             .unwrap();
         t.link(usr, b"dir", f).unwrap();
         assert_eq!(t.link_count(f), 2);
@@ -667,18 +694,50 @@ mod tests {
             t.add(usr, b"ls", Node::dir(Metadata::new(0))),
             Err(TreeError::Exists { name: "ls".into() })
         );
-        assert!(matches!(t.add(usr, b"a/b", Node::dir(Metadata::new(0))), Err(TreeError::InvalidName { .. })));
-        assert!(matches!(t.link(t.root(), b"x", usr), Err(TreeError::LinkToDirectory { .. })));
+        assert!(matches!(
+            t.add(usr, b"a/b", Node::dir(Metadata::new(0))),
+            Err(TreeError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            t.link(t.root(), b"x", usr),
+            Err(TreeError::LinkToDirectory { .. })
+        ));
         let paths: Vec<Vec<u8>> = t.walk().map(|(p, _)| p).collect();
         assert_eq!(
             paths,
-            vec![b"".to_vec(), b"usr".to_vec(), b"usr/bin".to_vec(), b"usr/bin/dir".to_vec(), b"usr/bin/ls".to_vec()]
+            vec![
+                b"".to_vec(),
+                b"usr".to_vec(),
+                b"usr/bin".to_vec(),
+                b"usr/bin/dir".to_vec(),
+                b"usr/bin/ls".to_vec()
+            ]
         );
         assert_eq!(t.remove(usr, b"dir").unwrap(), f);
         assert_eq!(t.link_count(f), 1);
         assert_eq!(t.lookup(b"usr/bin/dir"), None);
         assert_eq!(t.lookup(b"/usr/bin/ls"), Some(f));
-        assert!(t.create_dir_all(b"/usr/bin/ls/x", Metadata::new(0)).is_err());
+        assert!(t
+            .create_dir_all(b"/usr/bin/ls/x", Metadata::new(0))
+            .is_err());
+    }
+
+    #[test]
+    fn clamp_times_limits_every_time_of_every_node() {
+        let ts = |secs, nanos| Timestamp { secs, nanos };
+        let (limit, late, early) = (ts(1_700_000_000, 500), ts(1_700_000_000, 501), ts(-5, 7));
+        let mut t = Tree::new(Metadata::new(0o755).times(late));
+        let mut meta = Metadata::new(0o644).times(early);
+        meta.mtime = Timestamp::from_secs(4_102_444_800);
+        meta.crtime = Some(Timestamp::from_secs(4_102_444_801));
+        let f = t
+            .add(t.root(), b"f", Node::file(FileData::zeros(1), meta))
+            .unwrap();
+        t.clamp_times(limit);
+        let root = &t.node(t.root()).meta;
+        let times = |m: &Metadata| (m.atime, m.mtime, m.ctime, m.crtime);
+        assert_eq!(times(root), (limit, limit, limit, None));
+        assert_eq!(times(&t.node(f).meta), (early, limit, early, Some(limit)));
     }
 
     #[test]
