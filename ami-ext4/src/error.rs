@@ -44,7 +44,7 @@ pub enum Error {
         /// Its number of names.
         links: u32,
     },
-    /// A time outside what ext4 can store (1901-12-13 to 2446-05-10).
+    /// A time outside what ext4 can store cleanly (1901-12-13 to 2310-04-04).
     #[error("{path:?}: timestamp {secs} is outside the range ext4 can store")]
     TimeOutOfRange {
         /// Path of the entry, lossily decoded.

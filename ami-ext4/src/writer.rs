@@ -693,20 +693,22 @@ fn choose(ctx: &Ctx<'_>, size: Size) -> Result<Plan> {
             }
         }
         Size::Fit { headroom_percent } => {
-            // Grow until the plan fits, then add the headroom.
+            // Grow until a plan fits (jumping by an estimate of the
+            // shortfall), then bisect down to within 0.4 %: sizes are not
+            // perfectly monotonic (journal size steps, dropped trailing
+            // groups), so the bisection is bounded rather than exact.
+            let mut lo: u64 = 0; // a size known not to fit
             let mut blocks: u64 = 64;
-            let min = loop {
+            let mut min = loop {
                 match try_plan(blocks) {
                     Ok(p) => break p,
                     Err(PlanError::Fatal(e)) => return Err(e),
                     Err(PlanError::Space) => {
+                        lo = blocks;
                         let next = match geo_for(blocks) {
-                            Some(g) => {
-                                // Estimate the shortfall from a plan on a
-                                // generous geometry.
-                                let probe = plan_probe(ctx, &g);
-                                blocks.max(probe).max(blocks + blocks / 16 + 16)
-                            }
+                            Some(g) => blocks
+                                .max(plan_probe(ctx, &g))
+                                .max(blocks + blocks / 32 + 16),
                             None => blocks * 2,
                         };
                         if next > (1u64 << 48) {
@@ -718,6 +720,21 @@ fn choose(ctx: &Ctx<'_>, size: Size) -> Result<Plan> {
                     }
                 }
             };
+            let mut hi = min.geo.blocks_count;
+            for _ in 0..12 {
+                if hi <= lo + (hi / 256).max(1) {
+                    break;
+                }
+                let mid = lo + (hi - lo) / 2;
+                match try_plan(mid) {
+                    Ok(p) => {
+                        hi = p.geo.blocks_count.min(mid);
+                        min = p;
+                    }
+                    Err(PlanError::Space) => lo = mid,
+                    Err(PlanError::Fatal(e)) => return Err(e),
+                }
+            }
             if headroom_percent == 0 {
                 return Ok(min);
             }
@@ -758,7 +775,7 @@ fn plan_probe(ctx: &Ctx<'_>, g: &Geometry) -> u64 {
     }
     let overhead = g.blocks_count - g.free_blocks();
     let journal = if ctx.opts.journal {
-        journal_blocks(content + overhead).max(1024)
+        journal_blocks(content + overhead)
     } else {
         0
     };
