@@ -357,10 +357,10 @@ impl<'a> Scanner<'a> {
         self.cpath.push(0);
         let fd = {
             let cpath = cstr(&self.cpath).map_err(|e| io_err(&dir.path, e))?;
-            rustix::fs::open(
+            open_noatime(
+                rustix::fs::CWD,
                 cpath,
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
             )
             .map_err(|e| io_err(&dir.path, e))?
         };
@@ -640,15 +640,29 @@ fn cstr(bytes: &[u8]) -> io::Result<&CStr> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
+/// Opens `name` relative to `dir` with `O_NOATIME`, so that reading the
+/// source does not change its access times (which would make a second
+/// build differ from the first); where that is refused (`EPERM`: the caller
+/// neither owns the file nor has CAP_FOWNER), opens it normally.
+fn open_noatime<Fd: rustix::fd::AsFd>(
+    dir: Fd,
+    name: &CStr,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    match rustix::fs::openat(&dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(&dir, name, flags, Mode::empty()),
+        r => r,
+    }
+}
+
 /// The data ranges of the file `name` in `dir`, found with `SEEK_DATA` and
 /// `SEEK_HOLE`. `None` if the filesystem cannot tell (then the file is
 /// treated as dense).
 fn data_ranges(dir: &OwnedFd, name: &CStr, size: u64) -> io::Result<Option<Vec<Range<u64>>>> {
-    let fd = rustix::fs::openat(
+    let fd = open_noatime(
         dir,
         name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
     )?;
     let mut ranges = Vec::new();
     let mut pos = 0;

@@ -239,11 +239,29 @@ impl FileData {
         Ok(match &self.source {
             Source::Bytes(b) => ContentReader::Bytes(b),
             Source::Host { path, offset } => ContentReader::Host {
-                file: File::open(path)?,
+                file: open_noatime(path)?,
                 offset: *offset,
             },
             Source::Zeros => ContentReader::Zeros,
         })
+    }
+}
+
+/// Opens a host file for reading without updating its access time (so that
+/// building twice from the same source gives the same result), falling back
+/// to a plain open where `O_NOATIME` is not permitted.
+fn open_noatime(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(noatime)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            File::open(path)
+        }
+        r => r,
     }
 }
 

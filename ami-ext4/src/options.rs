@@ -37,10 +37,10 @@ pub enum Size {
     /// Exactly this many bytes (rounded down to whole blocks; a trailing
     /// group too small for its own metadata is dropped, as mke2fs does).
     Bytes(u64),
-    /// The smallest size that holds the tree, plus this many percent of free
-    /// space.
+    /// The smallest size that holds the tree, plus free space of this many
+    /// percent of the blocks the tree uses.
     Fit {
-        /// Extra free space in percent of the minimum size.
+        /// Extra free space in percent of the blocks in use.
         headroom_percent: u32,
     },
 }
