@@ -1025,6 +1025,9 @@ fn write<S: Write + Seek>(
     let mut gdt = vec![0u8; (geo.gdt_blocks * bs) as usize];
     let mut free_blocks_total = 0u64;
     let mut allocated = Vec::new();
+    // With 1 KiB blocks, block 0 (the boot block) precedes group 0; e2fsck
+    // counts it as used, and so does the map.
+    push_run(&mut allocated, 0..geo.first_data_block);
     for g in 0..geo.groups {
         let start = geo.group_start(g);
         let used_len = alloc.used_end(g) - start;
@@ -1149,7 +1152,8 @@ fn write<S: Write + Seek>(
         sb.encode(&mut sbuf);
         let start = geo.group_start(g);
         let sb_byte = if g == 0 { 1024 } else { start * bs };
-        if g == 0 && bs > 1024 && !zeroed {
+        if g == 0 && !zeroed {
+            // The boot block (bytes 0..1024) holds nothing, whatever the block size.
             out.zero_at(0, 1024, &zero)?;
         }
         out.write_at(sb_byte, &sbuf)?;
