@@ -1,13 +1,13 @@
 //! The two checksum primitives of ext4.
 //!
-//! * [`crc32c`]: ext4's "crc32c" is the raw reflected CRC-32C update
+//! * [`crc32c()`]: ext4's "crc32c" is the raw reflected CRC-32C update
 //!   (Castagnoli polynomial 0x82F63B78) **without** the final inversion,
 //!   started from a caller-given seed (kernel `ext4_chksum`). In terms of
 //!   the standard CRC-32C (`crc32c_append`, which inverts on entry and exit):
 //!   `raw(seed, data) = !crc32c_append(!seed, data)`.
 //!   Every metadata_csum checksum chains from the filesystem seed
 //!   `raw(0xFFFF_FFFF, s_uuid)`.
-//! * [`crc16`]: the group-descriptor checksum of the `uninit_bg`
+//! * [`crc16()`]: the group-descriptor checksum of the `uninit_bg`
 //!   (`gdt_csum`) feature: CRC-16 with the reflected polynomial 0xA001
 //!   (the "ANSI"/IBM CRC), initial value 0xFFFF, no final inversion
 //!   (e2fsprogs `lib/ext2fs/crc16.c`).

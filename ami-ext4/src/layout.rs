@@ -213,11 +213,6 @@ impl Geometry {
             .map(|g| self.group_start(g) + self.group_len(g) - self.free_start(g))
             .sum()
     }
-
-    /// Group descriptors per GDT block.
-    pub(crate) fn descs_per_block(&self) -> u64 {
-        u64::from(self.block_size / self.desc_size)
-    }
 }
 
 /// mke2fs's `calc_reserved_gdt_blocks`: room to grow to 1024 times the size

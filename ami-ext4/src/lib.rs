@@ -2,7 +2,7 @@
 //! [`ami_core::Tree`], without root, loop devices or `mkfs`.
 //!
 //! The API follows the `fatfs` crate: [`FormatOptions`] is a builder with
-//! documented defaults, [`format`] writes to any `Write + Seek` storage (a
+//! documented defaults, [`format()`] writes to any `Write + Seek` storage (a
 //! file, a `Cursor<Vec<u8>>`, a window of a disk image) starting at its
 //! offset 0, and returns a [`Report`] with the geometry and a [`BlockMap`]
 //! of the blocks in use, for sparse uploads later.
@@ -56,6 +56,7 @@ mod error;
 mod layout;
 mod ondisk;
 mod options;
+pub mod reader;
 mod writer;
 
 use std::io::{Seek, Write};
@@ -66,6 +67,7 @@ use ami_core::Tree;
 
 pub use error::{Error, Result};
 pub use options::{FormatOptions, Inodes, Profile, Size};
+pub use reader::{Ext4Reader, FileExtent, FsInfo, InodeInfo, InodeKind, ReadError, ReadResult};
 
 /// Runs of filesystem blocks, sorted and disjoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -76,7 +78,7 @@ pub struct BlockMap {
     pub runs: Vec<Range<u64>>,
 }
 
-/// What [`format`] wrote.
+/// What [`format()`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Block size in bytes.

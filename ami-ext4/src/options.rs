@@ -1,5 +1,5 @@
 //! [`FormatOptions`]: everything that shapes an image, with documented
-//! defaults. Options are checked when [`format`](crate::format) runs, not in
+//! defaults. Options are checked when [`format()`](crate::format()) runs, not in
 //! the setters, because they often come from user input.
 
 use ami_core::Timestamp;
@@ -55,7 +55,7 @@ pub enum Inodes {
     Ratio(u64),
 }
 
-/// Options for [`format`](crate::format). Build with [`FormatOptions::new`]
+/// Options for [`format()`](crate::format()). Build with [`FormatOptions::new`]
 /// and the by-value setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormatOptions {

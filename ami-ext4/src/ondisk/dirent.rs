@@ -295,6 +295,161 @@ fn write_index(
     }
 }
 
+// ---- Reading (used by `crate::reader`) ----
+
+/// `file_type` of the checksum tail record.
+const TAIL_FTYPE: u8 = 0xDE;
+
+/// Decodes an on-disk `rec_len` for block size `bs`: with 64 KiB blocks
+/// the value 65536 does not fit 16 bits and is stored as 0 or 65535, and
+/// the low two bits carry bits 16-17 (kernel `ext4_rec_len_from_disk`).
+pub(crate) fn rec_len_from_disk(v: u16, bs: usize) -> usize {
+    let v = usize::from(v);
+    if bs < 65536 {
+        v
+    } else if v == 0 || v == 0xFFFF {
+        bs
+    } else {
+        (v & 0xFFFC) | ((v & 3) << 16)
+    }
+}
+
+/// One record of a directory block as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Record<'a> {
+    /// The inode (0: an unused record).
+    pub ino: u32,
+    pub name: &'a [u8],
+    /// The `file_type` byte (0 without the `filetype` feature).
+    pub ftype: u8,
+}
+
+/// Iterator over the records of (part of) a directory block, from
+/// [`records`]. Each record is checked: `rec_len` at least 12, a multiple
+/// of 4 and inside the slice, the name inside the record, a non-empty name
+/// for a used record. The first bad record ends the iteration with an error.
+pub(crate) struct Records<'a> {
+    b: &'a [u8],
+    bs: usize,
+    filetype: bool,
+    off: usize,
+}
+
+/// The records of `b` (a directory block of size `bs`, or its first part
+/// without the checksum tail). `filetype`: the `filetype` feature is on (the
+/// byte after `name_len` is the type; otherwise `name_len` is 16 bits).
+pub(crate) fn records(b: &[u8], bs: usize, filetype: bool) -> Records<'_> {
+    Records {
+        b,
+        bs,
+        filetype,
+        off: 0,
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let off = self.off;
+        if off >= self.b.len() {
+            return None;
+        }
+        // Whatever happens, do not come back to this record.
+        self.off = self.b.len();
+        let Some(h) = self.b.get(off..off + 8) else {
+            return Some(Err("directory record header crosses the block end"));
+        };
+        let ino = super::le::get32(h, 0);
+        let rec_len = rec_len_from_disk(super::le::get16(h, 4), self.bs);
+        let (name_len, ftype) = if self.filetype {
+            (usize::from(h[6]), h[7])
+        } else {
+            (usize::from(super::le::get16(h, 6)), 0)
+        };
+        if rec_len < 12 || rec_len % 4 != 0 {
+            return Some(Err(
+                "directory record length below 12 or not a multiple of 4",
+            ));
+        }
+        if rec_len > self.b.len() - off {
+            return Some(Err("directory record crosses the block end"));
+        }
+        if name_len > 255 || 8 + name_len > rec_len {
+            return Some(Err("directory entry name longer than its record"));
+        }
+        if ino != 0 && name_len == 0 {
+            return Some(Err("directory entry with an empty name"));
+        }
+        self.off = off + rec_len;
+        Some(Ok(Record {
+            ino,
+            name: &self.b[off + 8..off + 8 + name_len],
+            ftype,
+        }))
+    }
+}
+
+/// Whether the block ends with a checksum tail record (inode 0, rec_len 12,
+/// name_len 0, type 0xDE).
+pub(crate) fn has_tail(block: &[u8]) -> bool {
+    let Some(t) = block.len().checked_sub(12).map(|s| &block[s..]) else {
+        return false;
+    };
+    super::le::get32(t, 0) == 0 && super::le::get16(t, 4) == 12 && t[6] == 0 && t[7] == TAIL_FTYPE
+}
+
+/// Whether the tail's checksum is right for the inode seed `seed` (call
+/// only when [`has_tail`]).
+pub(crate) fn tail_ok(block: &[u8], seed: u32) -> bool {
+    let end = block.len() - 12;
+    super::le::get32(block, end + 8) == crc32c(seed, &block[..end])
+}
+
+/// Whether the block is an htree interior node: one unused record spanning
+/// the whole block, as `encode` writes it.
+pub(crate) fn is_dx_node(block: &[u8], bs: usize) -> bool {
+    block.len() >= 8
+        && super::le::get32(block, 0) == 0
+        && rec_len_from_disk(super::le::get16(block, 4), bs) == block.len()
+        && block[6] == 0
+}
+
+/// Offset of the count/limit header in a `dx_root` (after the fake `.`
+/// and `..` records and the 8-byte `dx_root_info`).
+pub(crate) const DX_ROOT_COUNT_OFFSET: usize = 0x20;
+/// Offset of the count/limit header in an interior `dx_node`.
+pub(crate) const DX_NODE_COUNT_OFFSET: usize = 8;
+
+/// The `dx_root_info` of an htree root block: (hash version code,
+/// indirect levels); `None` unless `info_length` is 8.
+pub(crate) fn dx_root_info(block: &[u8]) -> Option<(u8, u8)> {
+    let info = block.get(0x18..0x20)?;
+    (info[5] == 8).then_some((info[4], info[6]))
+}
+
+/// In the index block `block` whose count/limit header is at `count_off`,
+/// the child block (a logical block of the directory) of the last entry
+/// whose hash is at most `hash` (the first entry stands for hash 0), as
+/// the kernel's `dx_probe` picks it. `None` when the header is impossible
+/// (no entries, more than `limit`, or past the block).
+pub(crate) fn dx_pick(block: &[u8], count_off: usize, hash: u32) -> Option<u32> {
+    let limit = usize::from(super::le::get16(block.get(count_off..count_off + 4)?, 0));
+    let count = usize::from(super::le::get16(block, count_off + 2));
+    if count == 0 || count > limit || count_off + 8 * limit > block.len() {
+        return None;
+    }
+    let child = |i: usize| super::le::get32(block, count_off + 8 * i + 4) & 0x0FFF_FFFF;
+    let mut chosen = child(0);
+    for i in 1..count {
+        if super::le::get32(block, count_off + 8 * i) > hash {
+            break;
+        }
+        chosen = child(i);
+    }
+    Some(chosen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,52 @@ pub(crate) fn decode_node(b: &[u8]) -> Option<(u16, Vec<Extent>)> {
     Some((depth, out))
 }
 
+// ---- Reading (used by `crate::reader`) ----
+
+/// Deepest extent tree the kernel accepts (`EXT4_MAX_EXTENT_DEPTH`).
+pub(crate) const MAX_DEPTH: u16 = 5;
+
+/// An extent node header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub entries: u16,
+    pub max: u16,
+    pub depth: u16,
+}
+
+/// Decodes the header of the node `b`; `None` without the magic.
+pub(crate) fn decode_header(b: &[u8]) -> Option<Header> {
+    if b.len() < 12 || get16(b, 0) != MAGIC {
+        return None;
+    }
+    Some(Header {
+        entries: get16(b, 2),
+        max: get16(b, 4),
+        depth: get16(b, 6),
+    })
+}
+
+/// Whether the checksum tail of the tree block `b` (after `max` slots) is
+/// right for the inode seed `seed`. False when the tail does not fit.
+pub(crate) fn tail_ok(b: &[u8], max: u16, seed: u32) -> bool {
+    let end = 12 + 12 * usize::from(max);
+    match b.get(end..end + 4) {
+        Some(t) => get32(t, 0) == crc32c(seed, &b[..end]),
+        None => false,
+    }
+}
+
+/// Splits an on-disk `ee_len` into the length in blocks and whether the
+/// extent is initialised (lengths above [`MAX_LEN`] mark unwritten
+/// extents, which read as zeros).
+pub(crate) fn split_len(raw: u32) -> (u32, bool) {
+    if raw > MAX_LEN {
+        (raw - MAX_LEN, false)
+    } else {
+        (raw, true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,6 +116,36 @@ impl GroupDesc {
     }
 }
 
+// ---- Reading (used by `crate::reader`) ----
+
+/// The checksum [`GroupDesc::encode`] would store for the encoded
+/// descriptor `b` (`desc_size` bytes) of group `group`; the bytes of the
+/// checksum field itself are ignored.
+pub(crate) fn checksum(b: &[u8], group: u32, csum: GdtCsum) -> u16 {
+    let le_group = group.to_le_bytes();
+    let (before, rest) = b.split_at(0x1E.min(b.len()));
+    let after = rest.get(2..).unwrap_or(&[]);
+    match csum {
+        GdtCsum::Crc32c(seed) => {
+            let c = crc32c(seed, &le_group);
+            let c = crc32c(c, before);
+            let c = crc32c(c, &[0, 0]);
+            (crc32c(c, after) & 0xFFFF) as u16
+        }
+        GdtCsum::Crc16(uuid) => {
+            let c = crc16(0xFFFF, &uuid);
+            let c = crc16(c, &le_group);
+            let c = crc16(c, before);
+            crc16(c, after)
+        }
+    }
+}
+
+/// The checksum stored in the encoded descriptor `b` (`bg_checksum`).
+pub(crate) fn stored_checksum(b: &[u8]) -> u16 {
+    get16(b, 0x1E)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

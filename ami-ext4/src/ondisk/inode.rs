@@ -27,8 +27,10 @@ pub(crate) const FL_EXTENTS: u32 = 0x80000;
 
 /// Smallest and largest seconds an inode can store.
 pub(crate) const MIN_TIME: i64 = -(1 << 31);
-/// See [`MIN_TIME`].
-pub(crate) const MAX_TIME: i64 = (3 << 32) + (1 << 31) - 1;
+/// See [`MIN_TIME`]. The encoding reaches 2446, but e2fsck (1.47) takes
+/// epoch 3 with the low word's top bit set (2310-04-04 onwards) for the old
+/// kernel's pre-1970 bug and would rewrite such times, so they stop before.
+pub(crate) const MAX_TIME: i64 = (1 << 33) + (1 << 31) - 1;
 
 /// Encodes seconds and nanoseconds as (low word, extra word). The caller
 /// checks the range first ([`MIN_TIME`]..=[`MAX_TIME`]).
@@ -167,6 +169,73 @@ pub(crate) fn set_checksum(raw: &mut [u8], inode_seed: u32) {
     let c = crc32c(inode_seed, raw);
     put16(raw, 0x7C, c as u16);
     put16(raw, 0x82, (c >> 16) as u16);
+}
+
+// ---- Reading (used by `crate::reader`) ----
+
+/// `EXT4_ENCRYPT_FL`: contents and names are encrypted.
+pub(crate) const FL_ENCRYPT: u32 = 0x800;
+/// `EXT4_HUGE_FILE_FL`: `i_blocks` counts filesystem blocks, not sectors.
+pub(crate) const FL_HUGE_FILE: u32 = 0x40000;
+/// `EXT4_INLINE_DATA_FL`: the data live in `i_block` and `system.data`.
+pub(crate) const FL_INLINE_DATA: u32 = 0x1000_0000;
+/// `EXT4_CASEFOLD_FL`: names are looked up case-insensitively.
+pub(crate) const FL_CASEFOLD: u32 = 0x4000_0000;
+
+/// `i_generation` of an encoded inode.
+pub(crate) fn generation(raw: &[u8]) -> u32 {
+    get32(raw, 0x64)
+}
+
+/// `i_extra_isize` of an encoded inode (0 for a 128-byte inode).
+pub(crate) fn extra_isize(raw: &[u8]) -> u16 {
+    if raw.len() > 128 {
+        get16(raw, 0x80)
+    } else {
+        0
+    }
+}
+
+/// Whether the stored checksum of the encoded inode `raw` (the whole
+/// `s_inode_size` bytes, with a validated `i_extra_isize`) is right, as the
+/// kernel's `ext4_inode_csum_verify` decides: 32 bits when `i_checksum_hi`
+/// fits the extra fields, else the low 16 bits. An inode of all zeros
+/// passes (never-used inodes of a zeroed table).
+pub(crate) fn checksum_ok(raw: &[u8], inode_seed: u32) -> bool {
+    let has_hi = raw.len() > 128 && extra_isize(raw) >= 4;
+    let stored = u32::from(get16(raw, 0x7C))
+        | if has_hi {
+            u32::from(get16(raw, 0x82)) << 16
+        } else {
+            0
+        };
+    let c = crc32c(inode_seed, &raw[..0x7C]);
+    let c = crc32c(c, &[0, 0]);
+    let c = if has_hi {
+        let c = crc32c(c, &raw[0x7E..0x82]);
+        let c = crc32c(c, &[0, 0]);
+        crc32c(c, &raw[0x84..])
+    } else {
+        crc32c(c, &raw[0x7E..])
+    };
+    let c = if has_hi { c } else { c & 0xFFFF };
+    c == stored || raw.iter().all(|&b| b == 0)
+}
+
+/// The device number (major, minor) of a device inode's `i_block`: the old
+/// 8:8 encoding in word 0 when it is non-zero, else the new encoding in
+/// word 1 (minor bits 0-7, major 12 bits, minor bits 8-19).
+pub(crate) fn decode_device(block: &[u8; 60]) -> (u32, u32) {
+    let old = get32(block, 0);
+    if old != 0 {
+        ((old >> 8) & 0xFF, old & 0xFF)
+    } else {
+        let new = get32(block, 4);
+        (
+            (new & 0xF_FF00) >> 8,
+            (new & 0xFF) | ((new >> 12) & 0xF_FF00),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -189,6 +189,176 @@ fn split_time(t: i64) -> (u32, u8) {
     (t as u32, ((t >> 32) & 0xFF) as u8)
 }
 
+// ---- Reading (used by `crate::reader`) ----
+
+/// `s_feature_incompat`: compression (never implemented by Linux).
+pub(crate) const INCOMPAT_COMPRESSION: u32 = 0x1;
+/// `s_feature_incompat`: the journal needs recovery.
+pub(crate) const INCOMPAT_RECOVER: u32 = 0x4;
+/// `s_feature_incompat`: this is an external journal device.
+pub(crate) const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
+/// `s_feature_incompat`: group descriptors live in meta block groups.
+pub(crate) const INCOMPAT_META_BG: u32 = 0x10;
+/// `s_feature_incompat`: multiple-mount protection.
+pub(crate) const INCOMPAT_MMP: u32 = 0x100;
+/// `s_feature_incompat`: xattr values in their own inodes.
+pub(crate) const INCOMPAT_EA_INODE: u32 = 0x400;
+/// `s_feature_incompat`: data in directory entries (Lustre).
+pub(crate) const INCOMPAT_DIRDATA: u32 = 0x1000;
+/// `s_feature_incompat`: the checksum seed is `s_checksum_seed`.
+pub(crate) const INCOMPAT_CSUM_SEED: u32 = 0x2000;
+/// `s_feature_incompat`: three-level htrees and directories over 2 GiB.
+pub(crate) const INCOMPAT_LARGEDIR: u32 = 0x4000;
+/// `s_feature_incompat`: small files and directories inside the inode.
+pub(crate) const INCOMPAT_INLINE_DATA: u32 = 0x8000;
+/// `s_feature_incompat`: encrypted files and names.
+pub(crate) const INCOMPAT_ENCRYPT: u32 = 0x10000;
+/// `s_feature_incompat`: case-insensitive directories.
+pub(crate) const INCOMPAT_CASEFOLD: u32 = 0x20000;
+/// `s_feature_ro_compat`: blocks may be shared between files.
+pub(crate) const RO_COMPAT_SHARED_BLOCKS: u32 = 0x4000;
+
+/// Which of the three feature words a flag belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FeatureWord {
+    /// `s_feature_compat`.
+    Compat,
+    /// `s_feature_incompat`.
+    Incompat,
+    /// `s_feature_ro_compat`.
+    RoCompat,
+}
+
+/// Feature names as e2fsprogs (`lib/e2p/feature.c`) spells them.
+const FEATURE_NAMES: [(FeatureWord, u32, &str); 44] = {
+    use FeatureWord::{Compat as C, Incompat as I, RoCompat as R};
+    [
+        (C, 0x1, "dir_prealloc"),
+        (C, 0x2, "imagic_inodes"),
+        (C, COMPAT_HAS_JOURNAL, "has_journal"),
+        (C, COMPAT_EXT_ATTR, "ext_attr"),
+        (C, COMPAT_RESIZE_INODE, "resize_inode"),
+        (C, COMPAT_DIR_INDEX, "dir_index"),
+        (C, 0x40, "lazy_bg"),
+        (C, 0x80, "snapshot_bitmap"),
+        (C, 0x200, "sparse_super2"),
+        (C, 0x400, "fast_commit"),
+        (C, 0x800, "stable_inodes"),
+        (C, 0x1000, "orphan_file"),
+        (I, INCOMPAT_COMPRESSION, "compression"),
+        (I, INCOMPAT_FILETYPE, "filetype"),
+        (I, INCOMPAT_RECOVER, "needs_recovery"),
+        (I, INCOMPAT_JOURNAL_DEV, "journal_dev"),
+        (I, INCOMPAT_META_BG, "meta_bg"),
+        (I, INCOMPAT_EXTENTS, "extent"),
+        (I, INCOMPAT_64BIT, "64bit"),
+        (I, INCOMPAT_MMP, "mmp"),
+        (I, INCOMPAT_FLEX_BG, "flex_bg"),
+        (I, INCOMPAT_EA_INODE, "ea_inode"),
+        (I, INCOMPAT_DIRDATA, "dirdata"),
+        (I, INCOMPAT_CSUM_SEED, "metadata_csum_seed"),
+        (I, INCOMPAT_LARGEDIR, "large_dir"),
+        (I, INCOMPAT_INLINE_DATA, "inline_data"),
+        (I, INCOMPAT_ENCRYPT, "encrypt"),
+        (I, INCOMPAT_CASEFOLD, "casefold"),
+        (R, RO_COMPAT_SPARSE_SUPER, "sparse_super"),
+        (R, RO_COMPAT_LARGE_FILE, "large_file"),
+        (R, RO_COMPAT_HUGE_FILE, "huge_file"),
+        (R, RO_COMPAT_GDT_CSUM, "uninit_bg"),
+        (R, RO_COMPAT_DIR_NLINK, "dir_nlink"),
+        (R, RO_COMPAT_EXTRA_ISIZE, "extra_isize"),
+        (R, 0x80, "snapshot"),
+        (R, 0x100, "quota"),
+        (R, 0x200, "bigalloc"),
+        (R, RO_COMPAT_METADATA_CSUM, "metadata_csum"),
+        (R, 0x800, "replica"),
+        (R, 0x1000, "read-only"),
+        (R, 0x2000, "project"),
+        (R, RO_COMPAT_SHARED_BLOCKS, "shared_blocks"),
+        (R, 0x8000, "verity"),
+        (R, 0x10000, "orphan_present"),
+    ]
+};
+
+/// The name of one feature bit: e2fsprogs' name, or `FEATURE_C7`-style
+/// (word letter and bit number) for a bit it has no name for.
+pub(crate) fn feature_name(word: FeatureWord, bit: u32) -> String {
+    FEATURE_NAMES
+        .iter()
+        .find(|&&(w, b, _)| w == word && b == bit)
+        .map(|&(_, _, n)| n.to_owned())
+        .unwrap_or_else(|| {
+            let letter = match word {
+                FeatureWord::Compat => 'C',
+                FeatureWord::Incompat => 'I',
+                FeatureWord::RoCompat => 'R',
+            };
+            format!("FEATURE_{letter}{}", bit.trailing_zeros())
+        })
+}
+
+/// The names of all set feature bits, compat first, then incompat, then
+/// ro_compat, each by bit number (the order `dumpe2fs` lists them in).
+pub(crate) fn feature_names(compat: u32, incompat: u32, ro_compat: u32) -> Vec<String> {
+    let words = [
+        (FeatureWord::Compat, compat),
+        (FeatureWord::Incompat, incompat),
+        (FeatureWord::RoCompat, ro_compat),
+    ];
+    let mut out = Vec::new();
+    for (word, v) in words {
+        for bit in 0..32 {
+            if v & (1 << bit) != 0 {
+                out.push(feature_name(word, 1 << bit));
+            }
+        }
+    }
+    out
+}
+
+/// Superblock fields a reader of any image needs but [`Superblock`] does not
+/// model (the writer sets them to constants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadFields {
+    pub rev_level: u32,         // 0x4C
+    pub state: u16,             // 0x3A
+    pub first_ino: u32,         // 0x54 (rev 1 only; 11 in rev 0)
+    pub log_cluster_size: u32,  // 0x1C
+    pub mount_time: i64,        // 0x2C, hi byte 0x275
+    pub mkfs_time: i64,         // 0x108, hi byte 0x276
+    pub first_meta_bg: u32,     // 0x104
+    pub checksum_seed: u32,     // 0x270
+    pub checksum: u32,          // 0x3FC
+    pub last_mounted: [u8; 64], // 0x88
+}
+
+/// Decodes [`ReadFields`] from the 1024 superblock bytes (`b.len()` must be
+/// at least [`SIZE`]).
+pub(crate) fn decode_read_fields(b: &[u8]) -> ReadFields {
+    let time = |lo: usize, hi: usize| i64::from(get32(b, lo)) | (i64::from(b[hi]) << 32);
+    let rev_level = get32(b, 0x4C);
+    let mut last_mounted = [0; 64];
+    last_mounted.copy_from_slice(&b[0x88..0xC8]);
+    ReadFields {
+        rev_level,
+        state: get16(b, 0x3A),
+        first_ino: if rev_level == 0 { 11 } else { get32(b, 0x54) },
+        log_cluster_size: get32(b, 0x1C),
+        mount_time: time(0x2C, 0x275),
+        mkfs_time: time(0x108, 0x276),
+        first_meta_bg: get32(b, 0x104),
+        checksum_seed: get32(b, 0x270),
+        checksum: get32(b, 0x3FC),
+        last_mounted,
+    }
+}
+
+/// Whether `s_checksum` matches the raw crc32c of the first 1020 bytes
+/// (`b.len()` must be at least [`SIZE`]).
+pub(crate) fn checksum_ok(b: &[u8]) -> bool {
+    get32(b, 0x3FC) == crc32c(!0, &b[..0x3FC])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

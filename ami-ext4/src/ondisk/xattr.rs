@@ -268,6 +268,7 @@ pub(crate) fn prepare(
 /// Bytes the entries need in the inode's in-body area: the magic, the
 /// entry table with its terminator, and the padded values. 0 for no
 /// entries (the area then stays all zero).
+#[cfg(test)]
 pub(crate) fn inode_bytes_needed(entries: &[XattrEntry]) -> usize {
     if entries.is_empty() {
         0
@@ -437,6 +438,172 @@ pub(crate) fn encode_block(
         let csum = crc32c(crc32c(seed, &block_nr.to_le_bytes()), block);
         block[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&csum.to_le_bytes());
     }
+}
+
+// ---- Reading (used by `crate::reader`) ----
+
+/// Why an xattr area cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// The bytes break the format.
+    Corrupt(&'static str),
+    /// A value lives in its own inode (`ea_inode`), which is not read.
+    ValueInInode,
+}
+
+/// The full name of an attribute from its namespace index and stored
+/// suffix; `None` for an index the kernel has no handler for (the kernel
+/// leaves such attributes out of `listxattr` too).
+fn full_name(index: u8, suffix: &[u8]) -> Option<Vec<u8>> {
+    let prefix: &[u8] = match WHOLE_NAMES.iter().find(|&&(_, i)| i == index) {
+        Some(&(whole, _)) => whole,
+        None => PREFIXES.iter().find(|&&(_, i)| i == index)?.0,
+    };
+    let mut name = Vec::with_capacity(prefix.len() + suffix.len());
+    name.extend_from_slice(prefix);
+    name.extend_from_slice(suffix);
+    Some(name)
+}
+
+/// Converts a POSIX ACL from ext4's on-disk format (version 1, short
+/// entries for USER_OBJ, GROUP_OBJ, MASK and OTHER) back to the Linux VFS
+/// format (version 2, 8-byte entries, id 0xFFFF_FFFF where there is none),
+/// as the kernel's `ext4_acl_from_disk` followed by `posix_acl_to_xattr`
+/// does. The order of entries is kept as stored (not validated).
+fn acl_from_disk(disk: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let bad = DecodeError::Corrupt;
+    let (header, mut rest) = disk
+        .split_first_chunk::<4>()
+        .ok_or(bad("ACL shorter than its header"))?;
+    if u32::from_le_bytes(*header) != 1 {
+        return Err(bad("ACL is not version 1 of ext4's format"));
+    }
+    let mut out = Vec::with_capacity(4 + 2 * rest.len());
+    out.extend_from_slice(&2u32.to_le_bytes());
+    while !rest.is_empty() {
+        let (short, after) = rest
+            .split_first_chunk::<4>()
+            .ok_or(bad("ACL entry cut short"))?;
+        let tag = u16::from_le_bytes([short[0], short[1]]);
+        let id = match tag {
+            ACL_USER | ACL_GROUP => {
+                let (id, after) = after
+                    .split_first_chunk::<4>()
+                    .ok_or(bad("ACL entry cut short"))?;
+                rest = after;
+                u32::from_le_bytes(*id)
+            }
+            ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_MASK | ACL_OTHER => {
+                rest = after;
+                u32::MAX
+            }
+            _ => return Err(bad("ACL entry with an unknown tag")),
+        };
+        out.extend_from_slice(short);
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Decodes the entry table of `area` starting at `table_start`, whose
+/// `e_value_offs` count from `offs_base`, appending (full name, value) to
+/// `out` with ACLs converted to the VFS format. Every entry and value must
+/// lie inside `area`.
+fn decode_entries(
+    area: &[u8],
+    table_start: usize,
+    offs_base: usize,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), DecodeError> {
+    let bad = DecodeError::Corrupt;
+    let mut pos = table_start;
+    loop {
+        let word = area
+            .get(pos..pos + 4)
+            .ok_or(bad("xattr entry table runs past its area"))?;
+        if word == [0; 4] {
+            return Ok(());
+        }
+        let h = area
+            .get(pos..pos + ENTRY_HEADER)
+            .ok_or(bad("xattr entry runs past its area"))?;
+        let name_len = usize::from(h[0]);
+        let index = h[1];
+        let offs = usize::from(u16::from_le_bytes([h[2], h[3]]));
+        let inum = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let size = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let name = area
+            .get(pos + ENTRY_HEADER..pos + ENTRY_HEADER + name_len)
+            .ok_or(bad("xattr name runs past its area"))?;
+        if inum != 0 {
+            return Err(DecodeError::ValueInInode);
+        }
+        let value = if size == 0 {
+            &[][..]
+        } else {
+            let start = offs_base + offs;
+            start
+                .checked_add(size)
+                .and_then(|end| area.get(start..end))
+                .ok_or(bad("xattr value runs past its area"))?
+        };
+        if let Some(full) = full_name(index, name) {
+            let value = if matches!(index, INDEX_ACL_ACCESS | INDEX_ACL_DEFAULT) {
+                acl_from_disk(value)?
+            } else {
+                value.to_vec()
+            };
+            out.push((full, value));
+        }
+        pos += ENTRY_HEADER + pad4(name_len);
+    }
+}
+
+/// Decodes the in-inode area (the inode bytes from `128 + i_extra_isize` to
+/// its end), appending (full name, value) pairs to `out`. An area without
+/// the magic holds no attributes.
+pub(crate) fn decode_in_inode(
+    area: &[u8],
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), DecodeError> {
+    match area.first_chunk::<4>() {
+        Some(m) if u32::from_le_bytes(*m) == MAGIC => decode_entries(area, 4, 4, out),
+        _ => Ok(()),
+    }
+}
+
+/// Decodes an xattr block, appending (full name, value) pairs to `out`. The
+/// header must have the magic and `h_blocks` 1.
+pub(crate) fn decode_block(
+    block: &[u8],
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), DecodeError> {
+    let h = block
+        .get(..BLOCK_HEADER)
+        .ok_or(DecodeError::Corrupt("xattr block shorter than its header"))?;
+    if u32::from_le_bytes([h[0], h[1], h[2], h[3]]) != MAGIC {
+        return Err(DecodeError::Corrupt("xattr block without its magic"));
+    }
+    if u32::from_le_bytes([h[8], h[9], h[10], h[11]]) != 1 {
+        return Err(DecodeError::Corrupt(
+            "xattr block with h_blocks other than 1",
+        ));
+    }
+    decode_entries(block, BLOCK_HEADER, 0, out)
+}
+
+/// Whether the xattr block's `h_checksum` is right for block number
+/// `block_nr` and the filesystem seed `seed`.
+pub(crate) fn block_checksum_ok(block: &[u8], block_nr: u64, seed: u32) -> bool {
+    if block.len() < BLOCK_HEADER {
+        return false;
+    }
+    let c = crc32c(seed, &block_nr.to_le_bytes());
+    let c = crc32c(c, &block[..CHECKSUM_OFFSET]);
+    let c = crc32c(c, &[0; 4]);
+    let c = crc32c(c, &block[CHECKSUM_OFFSET + 4..]);
+    let stored = &block[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4];
+    u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]) == c
 }
 
 #[cfg(test)]
