@@ -30,9 +30,9 @@ impl JsonObject {
     }
 
     /// Adds an integer field.
-    pub fn number(&mut self, key: &str, value: u64) {
+    pub fn number(&mut self, key: &str, value: impl Into<i128>) {
         self.key(key);
-        let _ = write!(self.out, "{value}");
+        let _ = write!(self.out, "{}", value.into());
     }
 
     /// Adds a floating-point field (written with three decimals; a value

@@ -1,10 +1,11 @@
 //! `ami`: builds Amazon Machine Images without root.
 //!
-//! Today it has one command, `ami mkfs`, which writes an ext4 image of a
-//! host directory. Errors go to stderr as `error: ...` with the chain of
+//! Commands: `ami mkfs` writes an ext4 image of a host directory; `ami
+//! inspect` looks inside one with the project's own reader. Errors go to stderr as `error: ...` with the chain of
 //! causes, and the exit status is 1 (2 for usage errors). stdout only
 //! carries machine-readable output (`--json`).
 
+mod inspect;
 mod json;
 mod mkfs;
 mod progress;
@@ -29,12 +30,16 @@ enum Command {
     /// Write an ext4 filesystem image of a directory, without root, loop
     /// devices or mke2fs.
     Mkfs(mkfs::MkfsArgs),
+    /// Look inside an ext4 image (summary, directory listing, metadata, or
+    /// file contents with --cat), without mounting it.
+    Inspect(inspect::InspectArgs),
 }
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Mkfs(args) => mkfs::run(args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
 
