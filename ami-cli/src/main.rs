@@ -9,6 +9,7 @@ mod inspect;
 mod json;
 mod mkfs;
 mod progress;
+mod resolve;
 mod size;
 mod uuid;
 
@@ -33,12 +34,17 @@ enum Command {
     /// Look inside an ext4 image (summary, directory listing, metadata, or
     /// file contents with --cat), without mounting it.
     Inspect(inspect::InspectArgs),
+    /// Read and verify a Debian repository (the host's apt sources by
+    /// default) and print the packages of a variant plus the requested
+    /// ones.
+    Resolve(resolve::ResolveArgs),
 }
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Mkfs(args) => mkfs::run(args),
+        Command::Resolve(args) => resolve::run(args),
         Command::Inspect(args) => inspect::run(args),
     }
 }

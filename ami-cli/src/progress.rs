@@ -30,7 +30,10 @@ impl Bars {
     }
 
     fn style(stage: Stage, total: Option<u64>) -> ProgressStyle {
-        let bytes = matches!(stage, Stage::WriteData | Stage::WriteMetadata);
+        let bytes = matches!(
+            stage,
+            Stage::WriteData | Stage::WriteMetadata | Stage::Download
+        );
         let template = match (total.is_some(), bytes) {
             (true, true) => {
                 "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"

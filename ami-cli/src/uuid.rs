@@ -31,7 +31,11 @@ pub fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
             b'A'..=b'F' => c - b'A' + 10,
             _ => return Err(bad()),
         };
-        uuid[nibbles / 2] |= if nibbles % 2 == 0 { value << 4 } else { value };
+        uuid[nibbles / 2] |= if nibbles.is_multiple_of(2) {
+            value << 4
+        } else {
+            value
+        };
         nibbles += 1;
     }
     if uuid == [0; 16] {

@@ -16,6 +16,10 @@ pub enum Stage {
     WriteData,
     /// Writing filesystem metadata (amount: bytes).
     WriteMetadata,
+    /// Fetching and verifying repository indices (amount: files).
+    Update,
+    /// Downloading packages (amount: bytes).
+    Download,
 }
 
 impl Stage {
@@ -26,6 +30,8 @@ impl Stage {
             Stage::Plan => "plan",
             Stage::WriteData => "write data",
             Stage::WriteMetadata => "write metadata",
+            Stage::Update => "update",
+            Stage::Download => "download",
         }
     }
 }

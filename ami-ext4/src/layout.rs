@@ -145,7 +145,7 @@ impl Geometry {
     /// Whether group `g` holds a superblock backup (`sparse_super`).
     pub(crate) fn has_super(g: u32) -> bool {
         fn power_of(mut n: u32, b: u32) -> bool {
-            while n % b == 0 {
+            while n.is_multiple_of(b) {
                 n /= b;
             }
             n == 1
@@ -195,7 +195,7 @@ impl Geometry {
 
     /// First block of group `g` not used by static metadata.
     pub(crate) fn free_start(&self, g: u32) -> u64 {
-        if g % self.flex() == 0 {
+        if g.is_multiple_of(self.flex()) {
             self.flex_meta_start(g) + self.flex_members(g) * (2 + self.itable_blocks)
         } else {
             self.group_start(g) + self.backup_len(g)

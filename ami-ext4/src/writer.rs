@@ -1223,7 +1223,7 @@ fn merge(v: Vec<Range<u64>>) -> Vec<Range<u64>> {
 fn set_bits(b: &mut [u8], from: usize, to: usize) {
     let to = to.min(b.len() * 8);
     let mut i = from;
-    while i < to && i % 8 != 0 {
+    while i < to && !i.is_multiple_of(8) {
         b[i / 8] |= 1 << (i % 8);
         i += 1;
     }

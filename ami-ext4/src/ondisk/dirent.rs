@@ -367,7 +367,7 @@ impl<'a> Iterator for Records<'a> {
         } else {
             (usize::from(super::le::get16(h, 6)), 0)
         };
-        if rec_len < 12 || rec_len % 4 != 0 {
+        if rec_len < 12 || !rec_len.is_multiple_of(4) {
             return Some(Err(
                 "directory record length below 12 or not a multiple of 4",
             ));
