@@ -187,7 +187,10 @@ impl FormatOptions {
         self
     }
 
-    /// Whether to create the jbd2 journal (`has_journal`). Default: true.
+    /// Whether to create the jbd2 journal (`has_journal`), sized like
+    /// mke2fs does (1024 blocks up to 32768 blocks, 64 MiB for 2-16 GiB with
+    /// 4 KiB blocks, ...). As with mke2fs, a filesystem under 2048 blocks
+    /// gets none. Default: true.
     #[must_use]
     pub fn journal(mut self, yes: bool) -> Self {
         self.journal = yes;
