@@ -5,8 +5,11 @@
 //! causes, and the exit status is 1 (2 for usage errors). stdout only
 //! carries machine-readable output (`--json`).
 
+mod bootstrap;
+mod bundle;
 mod inspect;
 mod json;
+mod keys;
 mod mkfs;
 mod progress;
 mod resolve;
@@ -38,6 +41,20 @@ enum Command {
     /// default) and print the packages of a variant plus the requested
     /// ones.
     Resolve(resolve::ResolveArgs),
+    /// Developer and benchmark command: resolve, download and unpack a
+    /// Debian package set (maintainer scripts not run) into memory, and
+    /// optionally write it into an ext4 image with --image.
+    Bootstrap(bootstrap::BootstrapArgs),
+    /// Make an EC2 instance-store bundle of a disk image: encrypted,
+    /// compressed 10 MiB parts and a signed manifest, as Amazon's
+    /// ec2-bundle-image writes them.
+    Bundle(bundle::BundleArgs),
+    /// Check an instance-store bundle (signature, part and image digests)
+    /// and write its disk image back.
+    Unbundle(bundle::UnbundleArgs),
+    /// Make the RSA key and self-signed X.509 certificate that bundles are
+    /// signed with and encrypted for.
+    Keys(keys::KeysArgs),
 }
 
 fn run() -> Result<()> {
@@ -45,6 +62,10 @@ fn run() -> Result<()> {
     match &cli.command {
         Command::Mkfs(args) => mkfs::run(args),
         Command::Resolve(args) => resolve::run(args),
+        Command::Bootstrap(args) => bootstrap::run(args),
+        Command::Bundle(args) => bundle::run(args),
+        Command::Unbundle(args) => bundle::run_unbundle(args),
+        Command::Keys(args) => keys::run(args),
         Command::Inspect(args) => inspect::run(args),
     }
 }

@@ -61,14 +61,10 @@ impl ArchArg {
     }
 }
 
-/// Arguments of `ami resolve`.
+/// Where packages come from and which set to take: the arguments `ami
+/// resolve` and `ami bootstrap` share.
 #[derive(Debug, clap::Args)]
-pub struct ResolveArgs {
-    /// Packages to add to the variant: NAME, NAME=VERSION or
-    /// "NAME (>= VERSION)".
-    #[arg(value_name = "PACKAGE")]
-    packages: Vec<String>,
-
+pub struct RepoArgs {
     /// Repository root URL (http://, https:// or file://). Replaces the
     /// host's apt sources; without --suite, the suites of the host's first
     /// mirror are used.
@@ -116,6 +112,50 @@ pub struct ResolveArgs {
     /// sources.list.d/ and trusted.gpg.d/ from.
     #[arg(long, value_name = "DIR", default_value = "/etc/apt")]
     apt_dir: PathBuf,
+}
+
+impl RepoArgs {
+    /// The target architecture's Debian name.
+    pub fn arch(&self) -> &'static str {
+        self.arch.name()
+    }
+
+    /// The cache directory: --cache or the XDG default.
+    pub fn cache_dir(&self) -> Result<PathBuf> {
+        match &self.cache {
+            Some(dir) => Ok(dir.clone()),
+            None => Cache::default_dir()
+                .context("no cache directory: set --cache, XDG_CACHE_HOME or HOME"),
+        }
+    }
+
+    /// The repository the arguments describe (nothing is fetched yet).
+    pub fn repository(&self) -> Result<Repository> {
+        let sources = plan_sources(self)?;
+        let trust = trust(self)?;
+        let options = RepositoryOptions::new(self.arch(), Cache::new(self.cache_dir()?), trust)
+            .fetch(FetchOptions::default());
+        Ok(Repository::new(sources, options)?)
+    }
+
+    /// The request: the variant, `packages` and --recommends.
+    pub fn request(&self, packages: &[String]) -> Request {
+        Request::new(self.variant.variant())
+            .packages(packages.iter().cloned())
+            .recommends(self.recommends)
+    }
+}
+
+/// Arguments of `ami resolve`.
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    /// Packages to add to the variant: NAME, NAME=VERSION or
+    /// "NAME (>= VERSION)".
+    #[arg(value_name = "PACKAGE")]
+    packages: Vec<String>,
+
+    #[command(flatten)]
+    repo: RepoArgs,
 
     /// Also download the packages into the cache (each checked against
     /// its size and SHA-256) and print their paths.
@@ -129,7 +169,7 @@ pub struct ResolveArgs {
 
 /// The sources to read: `--mirror`/`--suite`/`--components` applied to the
 /// host's apt configuration.
-fn plan_sources(args: &ResolveArgs) -> Result<Vec<Source>> {
+fn plan_sources(args: &RepoArgs) -> Result<Vec<Source>> {
     let host = || -> Result<Vec<Source>> {
         load_etc_apt(&args.apt_dir)
             .with_context(|| format!("reading the apt sources in {}", args.apt_dir.display()))
@@ -199,7 +239,7 @@ fn plan_sources(args: &ResolveArgs) -> Result<Vec<Source>> {
 
 /// How Release files are checked: `--insecure`, `--keyring`, or each
 /// source's Signed-By with the host's keyrings as the default.
-fn trust(args: &ResolveArgs) -> Result<Trust> {
+fn trust(args: &RepoArgs) -> Result<Trust> {
     if args.insecure {
         eprintln!("warning: --insecure: Release signatures are NOT checked; anyone on the path to the mirror can choose what gets installed");
         return Ok(Trust::Insecure);
@@ -235,22 +275,11 @@ fn package_json(package: &Package, suite: &str, path: Option<&Path>) -> String {
 
 /// Runs `ami resolve`.
 pub fn run(args: &ResolveArgs) -> Result<()> {
-    let sources = plan_sources(args)?;
-    let trust = trust(args)?;
-    let cache_dir = match &args.cache {
-        Some(dir) => dir.clone(),
-        None => Cache::default_dir()
-            .context("no cache directory: set --cache, XDG_CACHE_HOME or HOME")?,
-    };
-    let arch = args.arch.name();
-    let options =
-        RepositoryOptions::new(arch, Cache::new(&cache_dir), trust).fetch(FetchOptions::default());
-    let repository = Repository::new(sources, options)?;
+    let repository = args.repo.repository()?;
+    let arch = args.repo.arch();
     let bars = Bars::stderr(false);
     let index = repository.update(&bars)?;
-    let request = Request::new(args.variant.variant())
-        .packages(args.packages.iter().cloned())
-        .recommends(args.recommends);
+    let request = args.repo.request(&args.packages);
     let resolution = resolve(index.packages(), &request)?;
     let packages: Vec<Package> = resolution.packages().cloned().collect();
     let paths: Vec<Option<PathBuf>> = if args.download {

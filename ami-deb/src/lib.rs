@@ -29,6 +29,15 @@
 //! * [`dpkgdb`]: the dpkg database under `/var/lib/dpkg`, as dpkg writes
 //!   it.
 //!
+//! [`bootstrap`] does all of it in one call: [`Bootstrap::run`] updates the
+//! verified indices of a [`repo::Repository`], resolves a [`Request`],
+//! downloads the packages in parallel into the cache, decompresses them on
+//! every core, unpacks them into a tree in dependency order over the
+//! merged-`/usr` links, and writes the dpkg database; its
+//! [`BootstrapReport`] lists the packages, the bytes downloaded and found
+//! in the cache, the time of each stage, and the unpacked packages with
+//! their maintainer scripts for the configuration step.
+//!
 //! # Example
 //!
 //! ```
@@ -97,6 +106,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bootstrap;
 pub mod cache;
 pub mod control;
 pub mod deb;
@@ -113,6 +123,7 @@ pub mod sources;
 pub mod unpack;
 pub mod version;
 
+pub use bootstrap::{Bootstrap, BootstrapReport};
 pub use error::{Conflict, Error, Result, Unresolvable};
 pub use index::{Package, PackageId, PackageIndex};
 pub use resolve::{resolve, validate, Request, Resolution, Variant};
