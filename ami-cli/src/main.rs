@@ -6,6 +6,7 @@
 //! carries machine-readable output (`--json`).
 
 mod bootstrap;
+mod build;
 mod bundle;
 mod inspect;
 mod json;
@@ -45,6 +46,9 @@ enum Command {
     /// Debian package set (maintainer scripts not run) into memory, and
     /// optionally write it into an ext4 image with --image.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Build a Debian disk image from a recipe (the embedded default when
+    /// none is given): disk.img, build.json and ami.lock in --out.
+    Build(build::BuildArgs),
     /// Make an EC2 instance-store bundle of a disk image: encrypted,
     /// compressed 10 MiB parts and a signed manifest, as Amazon's
     /// ec2-bundle-image writes them.
@@ -63,6 +67,7 @@ fn run() -> Result<()> {
         Command::Mkfs(args) => mkfs::run(args),
         Command::Resolve(args) => resolve::run(args),
         Command::Bootstrap(args) => bootstrap::run(args),
+        Command::Build(args) => build::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Unbundle(args) => bundle::run_unbundle(args),
         Command::Keys(args) => keys::run(args),

@@ -33,7 +33,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod configure;
 pub mod progress;
+pub mod recipe;
 pub mod scan;
 mod tree;
 
