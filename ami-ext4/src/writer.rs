@@ -699,7 +699,7 @@ fn choose(ctx: &Ctx<'_>, size: Size) -> Result<Plan> {
             // groups), so the bisection is bounded rather than exact.
             let mut lo: u64 = 0; // a size known not to fit
             let mut blocks: u64 = 64;
-            let mut min = loop {
+            let min = loop {
                 match try_plan(blocks) {
                     Ok(p) => break p,
                     Err(PlanError::Fatal(e)) => return Err(e),
@@ -720,27 +720,41 @@ fn choose(ctx: &Ctx<'_>, size: Size) -> Result<Plan> {
                     }
                 }
             };
+            // Only sizes are kept while bisecting, so that a single plan is
+            // in memory at a time; the chosen size is planned again at the
+            // end (planning is deterministic).
             let mut hi = min.geo.blocks_count;
+            let mut used = min.used_blocks;
+            let mut have = Some(min);
             for _ in 0..12 {
                 if hi <= lo + (hi / 256).max(1) {
                     break;
                 }
+                have = None;
                 let mid = lo + (hi - lo) / 2;
                 match try_plan(mid) {
                     Ok(p) => {
                         hi = p.geo.blocks_count.min(mid);
-                        min = p;
+                        used = p.used_blocks;
                     }
                     Err(PlanError::Space) => lo = mid,
                     Err(PlanError::Fatal(e)) => return Err(e),
                 }
             }
             if headroom_percent == 0 {
-                return Ok(min);
+                return match have {
+                    Some(p) => Ok(p),
+                    None => try_plan(hi).map_err(|e| match e {
+                        PlanError::Fatal(e) => e,
+                        PlanError::Space => Error::TooLarge {
+                            what: "planning is not deterministic (a bug)".into(),
+                        },
+                    }),
+                };
             }
-            let free_wanted = min.used_blocks * u64::from(headroom_percent) / 100;
-            let mut blocks = min.geo.blocks_count + free_wanted;
-            drop(min); // keep one plan in memory at a time
+            drop(have);
+            let free_wanted = used * u64::from(headroom_percent) / 100;
+            let mut blocks = hi + free_wanted;
             loop {
                 match try_plan(blocks) {
                     Ok(p) => return Ok(p),
