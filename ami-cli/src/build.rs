@@ -3,25 +3,45 @@
 //! configuration → an ext4 image, plus `build.json` (what was built) and
 //! `ami.lock` (the exact package set, to rebuild it with `--lock`).
 //!
-//! The packages' maintainer scripts are not emulated yet by this command:
-//! every package is recorded as `install ok unpacked` and the report says
-//! so ("packages configured: none").
+//! No maintainer script is run. Every install-time script and trigger file
+//! of the package set is accounted for by
+//! [`effects::account_for`](ami_core::configure::effects::account_for):
+//! [`effects::apply`] reproduces the effects of the reviewed ones natively.
+//! When any script is not reviewed, the build fails listing each package,
+//! script and SHA-256, unless `--allow-unreviewed-first-boot` is given:
+//! then the packages with an unreviewed script are left
+//! `install ok unpacked` (none of their scripts is emulated) and the image
+//! configures them at its first boot, with `ami-first-boot.service`
+//! running `/etc/ami/first-boot/run`: each listed package's `preinst
+//! install`, then `dpkg --configure` of exactly the packages listed in
+//! `/etc/ami/first-boot/packages`. Every other package is recorded as
+//! `install ok installed`.
+//!
+//! `build.json` lists what was emulated (`emulated`: package → scripts),
+//! the commands the emulation leaves to first boot (`first_boot`), the
+//! unreviewed scripts (`unreviewed`) and the packages configured at first
+//! boot (`first_boot_packages`), with the counts `packages_configured` and
+//! `packages_unpacked`.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ami_core::configure::effects::{self, Accounting, PackageScripts};
 use ami_core::configure::project::{self, ProjectReport};
+use ami_core::configure::system::SystemOptions;
+use ami_core::configure::{units, write_file};
 use ami_core::recipe::{DiskSize, Layout, Recipe, Variant as RecipeVariant};
 use ami_core::{Metadata, Timestamp, Tree};
-use ami_deb::bootstrap::{Bootstrap, BootstrapReport};
+use ami_deb::bootstrap::{Bootstrap, BootstrapReport, Configured};
 use ami_deb::cache::Cache;
+use ami_deb::dpkgdb::{write_database, DbOptions, DbPackage};
 use ami_deb::fetch::FetchOptions;
-use ami_deb::keyring::Keyring;
-use ami_deb::repo::{Repository, RepositoryOptions, Trust};
-use ami_deb::sources::{default_keyring_files, load_etc_apt, Source};
+use ami_deb::repo::{Repository, RepositoryOptions};
+use ami_deb::sources::Source;
 use ami_deb::unpack::Unpacker;
 use ami_deb::{Request, Variant};
 use ami_ext4::{FormatOptions, Profile, Report, Size};
@@ -31,10 +51,8 @@ use sha2::{Digest, Sha256};
 
 use crate::json::JsonObject;
 use crate::progress::Bars;
+use crate::resolve::{cache_dir, host_sources, mirror_sources, trust};
 use crate::uuid::{derived_uuid, format_uuid};
-
-/// Debian's archive keyring, used with the host's trusted keyrings.
-const DEBIAN_ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// The first line of an `ami.lock`.
 const LOCK_HEADER: &str = "# ami.lock v1";
@@ -96,6 +114,13 @@ pub struct BuildArgs {
     /// Threads that decompress packages (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
+
+    /// Instead of failing on maintainer scripts nobody has reviewed, leave
+    /// their packages unpacked and configure them at the image's first
+    /// boot (`ami-first-boot.service` runs their preinst, then
+    /// `dpkg --configure` of exactly those packages).
+    #[arg(long)]
+    allow_unreviewed_first_boot: bool,
 
     /// Print build.json on stdout too.
     #[arg(long)]
@@ -181,22 +206,11 @@ fn plan_sources(args: &BuildArgs, recipe: &Recipe) -> Result<Vec<Source>> {
     };
     let release = &recipe.debian.suite;
     let of_release = |s: &str| s == release || s.starts_with(&format!("{release}-"));
-    let host = || -> Result<Vec<Source>> {
-        load_etc_apt(&args.apt_dir)
-            .with_context(|| format!("reading the apt sources in {}", args.apt_dir.display()))
-    };
     if let Some(mirror) = args.mirror.as_ref().or(recipe.debian.mirror.as_ref()) {
         let suites = suites.unwrap_or_else(|| vec![release.clone()]);
-        return Ok(suites
-            .iter()
-            .map(|suite| {
-                let mut source = Source::new(mirror, suite, ["main"]);
-                source.origin = "the recipe or --mirror".to_owned();
-                source
-            })
-            .collect());
+        return Ok(mirror_sources(mirror, &suites, "the recipe or --mirror"));
     }
-    let chosen: Vec<Source> = host()?
+    let chosen: Vec<Source> = host_sources(&args.apt_dir)?
         .into_iter()
         .filter(|s| match &suites {
             Some(list) => list.contains(&s.suite),
@@ -210,25 +224,6 @@ fn plan_sources(args: &BuildArgs, recipe: &Recipe) -> Result<Vec<Source>> {
         );
     }
     Ok(chosen)
-}
-
-fn trust(args: &BuildArgs) -> Result<Trust> {
-    if args.insecure {
-        eprintln!("warning: --insecure: Release signatures are NOT checked");
-        return Ok(Trust::Insecure);
-    }
-    if !args.keyrings.is_empty() {
-        let keyring = Keyring::load_all(&args.keyrings).context("loading --keyring")?;
-        return Ok(Trust::Keyring(keyring));
-    }
-    let mut files = default_keyring_files(&args.apt_dir)
-        .with_context(|| format!("listing the keyrings in {}", args.apt_dir.display()))?;
-    let archive = Path::new(DEBIAN_ARCHIVE_KEYRING);
-    if archive.is_file() && !files.iter().any(|f| f == archive) {
-        files.push(archive.to_owned());
-    }
-    let default = Keyring::load_all(&files).context("loading the host's trusted keyrings")?;
-    Ok(Trust::SignedBy { default })
 }
 
 /// The build's time: --source-date-epoch, SOURCE_DATE_EPOCH, the recipe,
@@ -303,6 +298,200 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The control members handed to the accounting: the install-time ones
+/// it checks, plus `prerm` and `postrm` (which it ignores, as dpkg does not
+/// run them on an install).
+const SCRIPT_MEMBERS: [&str; 6] = [
+    "preinst", "config", "postinst", "triggers", "prerm", "postrm",
+];
+
+/// The maintainer scripts and trigger file of every unpacked package, in
+/// unpack order.
+fn package_scripts(report: &BootstrapReport) -> Vec<PackageScripts> {
+    report
+        .ownership
+        .packages()
+        .iter()
+        .map(|p| PackageScripts {
+            name: p.name().to_owned(),
+            version: p.version().to_string(),
+            arch: p.architecture().to_owned(),
+            scripts: SCRIPT_MEMBERS
+                .iter()
+                .filter_map(|n| {
+                    p.control_archive()
+                        .get(n)
+                        .map(|m| ((*n).to_owned(), m.data.to_vec()))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Where the first-boot step keeps its files in the image.
+const FIRST_BOOT_DIR: &str = "/etc/ami/first-boot";
+
+/// The first-boot unit's name.
+const FIRST_BOOT_UNIT: &str = "ami-first-boot.service";
+
+/// `/etc/ami/first-boot/run`: configures, once, the packages listed in
+/// `/etc/ami/first-boot/packages` (dpkg's `info` names, one per line).
+const FIRST_BOOT_SCRIPT: &str = r#"#!/bin/sh
+# Written by ami build --allow-unreviewed-first-boot. The packages listed in
+# /etc/ami/first-boot/packages have maintainer scripts that ami has not
+# reviewed, so the build left them unpacked: this configures exactly them,
+# once (each one's preinst, as dpkg runs it on a fresh install, then
+# dpkg --configure of them all), and renames the list to packages.done.
+set -eu
+list=/etc/ami/first-boot/packages
+[ -s "$list" ] || exit 0
+export DEBIAN_FRONTEND=noninteractive
+pkgs=$(cat "$list")
+for p in $pkgs; do
+    if [ -x "/var/lib/dpkg/info/$p.preinst" ]; then
+        echo "ami-first-boot: $p preinst install"
+        DPKG_MAINTSCRIPT_PACKAGE="${p%%:*}" DPKG_MAINTSCRIPT_NAME=preinst \
+            "/var/lib/dpkg/info/$p.preinst" install
+    fi
+done
+echo "ami-first-boot: dpkg --configure" $pkgs
+# shellcheck disable=SC2086
+dpkg --configure $pkgs
+mv "$list" "$list.done"
+"#;
+
+/// The first-boot unit.
+const FIRST_BOOT_SERVICE: &str = "[Unit]
+Description=Configure the packages ami left to first boot (unreviewed maintainer scripts)
+Documentation=file:/etc/ami/first-boot/run
+ConditionPathExists=/etc/ami/first-boot/packages
+After=local-fs.target
+Before=ssh.service prep-instance.service
+
+[Service]
+Type=oneshot
+ExecStart=/etc/ami/first-boot/run
+RemainAfterExit=yes
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Writes the first-boot step for `packages` (dpkg `info` names) and
+/// enables its unit.
+fn install_first_boot(tree: &mut Tree, packages: &[String], epoch: Timestamp) -> Result<()> {
+    let mut list = packages.join("\n");
+    list.push('\n');
+    write_file(
+        tree,
+        &format!("{FIRST_BOOT_DIR}/packages"),
+        list,
+        Metadata::new(0o644),
+        epoch,
+    )?;
+    write_file(
+        tree,
+        &format!("{FIRST_BOOT_DIR}/run"),
+        FIRST_BOOT_SCRIPT,
+        Metadata::new(0o755),
+        epoch,
+    )?;
+    write_file(
+        tree,
+        &format!("/etc/systemd/system/{FIRST_BOOT_UNIT}"),
+        FIRST_BOOT_SERVICE,
+        Metadata::new(0o644),
+        epoch,
+    )?;
+    units::systemctl_enable(tree, FIRST_BOOT_UNIT, epoch)
+        .with_context(|| format!("enabling {FIRST_BOOT_UNIT}"))?;
+    Ok(())
+}
+
+/// The error for scripts nobody reviewed: each package, script and
+/// SHA-256, and what the user can do.
+fn unreviewed_error(unreviewed: &[(String, String, String)]) -> anyhow::Error {
+    let mut msg = format!(
+        "{} maintainer script(s) of the package set have not been reviewed; ami never runs \
+         maintainer scripts on the build machine and cannot reproduce these:\n",
+        unreviewed.len()
+    );
+    for (pkg, script, sha) in unreviewed {
+        msg += &format!("  {pkg} {script} sha256 {sha}\n");
+    }
+    msg += "remove these packages from the recipe, or have their scripts reviewed and \
+            added to ami's table of reviewed scripts (ami_core::configure::effects::REVIEWED), \
+            or give --allow-unreviewed-first-boot to configure these packages at the image's \
+            first boot";
+    anyhow::anyhow!(msg)
+}
+
+/// `s` as a JSON string literal (escaped by [`JsonObject`]).
+fn json_string(s: &str) -> String {
+    let mut o = JsonObject::new();
+    o.string("", s);
+    let obj = o.finish();
+    // `{"":` + literal + `}`
+    obj[4..obj.len() - 1].to_owned()
+}
+
+/// The accounting's fields of `build.json`: `emulated` (package → the
+/// scripts whose effects were reproduced or are handled elsewhere),
+/// `first_boot` (commands the emulation leaves to first boot, by
+/// package), `unreviewed` (package, script, SHA-256) and
+/// `first_boot_packages` (the packages configured at first boot).
+fn accounting_json(
+    acc: &Accounting,
+    unreviewed: &[(String, String, String)],
+    deferred: &[String],
+) -> String {
+    let mut emulated: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (pkg, script) in &acc.emulated {
+        match emulated.iter_mut().find(|(p, _)| p == pkg) {
+            Some((_, scripts)) => scripts.push(script),
+            None => emulated.push((pkg, vec![script])),
+        }
+    }
+    emulated.sort_by(|a, b| a.0.cmp(b.0));
+    let emulated: Vec<String> = emulated
+        .iter()
+        .map(|(p, scripts)| {
+            let scripts: Vec<String> = scripts.iter().map(|s| json_string(s)).collect();
+            format!("{}:[{}]", json_string(p), scripts.join(","))
+        })
+        .collect();
+    let first_boot: Vec<String> = acc
+        .first_boot
+        .iter()
+        .map(|(p, cmd)| {
+            let mut o = JsonObject::new();
+            o.string("package", p);
+            o.string("command", cmd);
+            o.finish()
+        })
+        .collect();
+    let unreviewed: Vec<String> = unreviewed
+        .iter()
+        .map(|(p, script, sha)| {
+            let mut o = JsonObject::new();
+            o.string("package", p);
+            o.string("script", script);
+            o.string("sha256", sha);
+            o.finish()
+        })
+        .collect();
+    let deferred: Vec<String> = deferred.iter().map(|p| json_string(p)).collect();
+    format!(
+        "\"emulated\":{{{}}},\"first_boot\":[{}],\"unreviewed\":[{}],\"first_boot_packages\":[{}]",
+        emulated.join(","),
+        first_boot.join(","),
+        unreviewed.join(","),
+        deferred.join(",")
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_json(
     recipe: &Recipe,
@@ -310,6 +499,7 @@ fn build_json(
     epoch: i64,
     report: &BootstrapReport,
     project: &ProjectReport,
+    scripts: &Scripts,
     image: &Report,
     image_sha256: &str,
     seconds: f64,
@@ -336,7 +526,11 @@ fn build_json(
         project.kernel.as_ref().map_or("", |k| k.version.as_str()),
     );
     o.string("kernel_cmdline", &recipe.boot.kernel_cmdline());
-    o.string("packages_configured", "none (all unpacked)");
+    o.number(
+        "packages_configured",
+        (report.package_count() - scripts.deferred.len()) as u64,
+    );
+    o.number("packages_unpacked", scripts.deferred.len() as u64);
     o.number("with_scripts", report.with_scripts_count() as u64);
     o.number("dev_nodes", project.dev_nodes as u64);
     o.number("removed_host_keys", project.removed_host_keys.len() as u64);
@@ -357,10 +551,21 @@ fn build_json(
         })
         .collect();
     format!(
-        "{},\"packages\":[{}]}}\n",
+        "{},{},\"packages\":[{}]}}\n",
         &head[..head.len() - 1],
+        accounting_json(&scripts.accounting, &scripts.unreviewed, &scripts.deferred),
         items.join(",")
     )
+}
+
+/// What became of the maintainer scripts.
+struct Scripts {
+    /// The accounting of the emulated packages.
+    accounting: Accounting,
+    /// `(package, script, sha256)` of the scripts nobody reviewed.
+    unreviewed: Vec<(String, String, String)>,
+    /// dpkg `info` names of the packages left to first boot.
+    deferred: Vec<String>,
 }
 
 fn stage(name: &str, detail: &str) {
@@ -391,16 +596,12 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .with_context(|| format!("creating the output directory {}", args.out.display()))?;
     let epoch = epoch_of(args, &recipe)?;
 
-    let cache_dir = match &args.cache {
-        Some(dir) => dir.clone(),
-        None => Cache::default_dir()
-            .context("no cache directory: set --cache, XDG_CACHE_HOME or HOME")?,
-    };
+    let cache_dir = cache_dir(args.cache.as_deref())?;
     let sources = plan_sources(args, &recipe)?;
     let options = RepositoryOptions::new(
         &recipe.debian.architecture,
         Cache::new(&cache_dir),
-        trust(args)?,
+        trust(args.insecure, &args.keyrings, &args.apt_dir)?,
     )
     .fetch(FetchOptions::default());
     let repository = Repository::new(sources, options)?;
@@ -420,7 +621,10 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             .packages(recipe.packages.requested())
             .recommends(recipe.packages.recommends),
     };
-    let mut bootstrap = Bootstrap::new(repository, request).threads(args.threads);
+    // The database is written below, once the scripts are accounted for.
+    let mut bootstrap = Bootstrap::new(repository, request)
+        .threads(args.threads)
+        .write_database(false);
     if let Some(e) = epoch {
         bootstrap = bootstrap.mtime(Timestamp::from_secs(e));
     }
@@ -440,11 +644,101 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     stage(
         "unpack",
         &format!(
-            "{} packages ({} of .debs, {} downloaded); maintainer scripts not run, \
-             packages configured: none (all unpacked)",
+            "{} packages ({} of .debs, {} downloaded), {} with maintainer scripts",
             report.package_count(),
             HumanBytes(report.download_size()),
-            HumanBytes(report.downloaded_bytes)
+            HumanBytes(report.downloaded_bytes),
+            report.with_scripts_count()
+        ),
+    );
+
+    let mut scripts = package_scripts(&report);
+    let unreviewed = effects::account_for(&scripts).unreviewed;
+    if !unreviewed.is_empty() && !args.allow_unreviewed_first_boot {
+        return Err(unreviewed_error(&unreviewed));
+    }
+    // The packages with an unreviewed script are left to first boot, all
+    // their scripts with them; the others are configured.
+    let deferred_names: BTreeSet<&str> = unreviewed.iter().map(|(p, _, _)| p.as_str()).collect();
+    let configured = if deferred_names.is_empty() {
+        Configured::All
+    } else {
+        Configured::Only(
+            scripts
+                .iter()
+                .map(|p| p.name.clone())
+                .filter(|n| !deferred_names.contains(n.as_str()))
+                .collect(),
+        )
+    };
+    let deferred: Vec<String> = report
+        .ownership
+        .packages()
+        .iter()
+        .filter(|p| deferred_names.contains(p.name()))
+        .map(|p| p.info_name())
+        .collect();
+    scripts.retain(|p| !deferred_names.contains(p.name.as_str()));
+    // The database goes first, as the effects add to it (diversions, stat
+    // overrides, alternatives).
+    let db: Vec<DbPackage<'_>> = report
+        .ownership
+        .packages()
+        .iter()
+        .map(|p| DbPackage::new(p, configured.status(p.name())))
+        .collect();
+    write_database(
+        &mut tree,
+        &db,
+        &DbOptions::new(report.arch.clone(), report.mtime),
+    )
+    .context("writing the dpkg database")?;
+    drop(db);
+    let applied = effects::apply(&mut tree, &scripts, &SystemOptions::default(), epoch)
+        .context("reproducing the maintainer scripts' effects")?;
+    drop(scripts);
+    if !deferred.is_empty() {
+        install_first_boot(&mut tree, &deferred, Timestamp::from_secs(epoch))?;
+        for (pkg, script, sha) in &unreviewed {
+            eprintln!(
+                "warning: {pkg} {script} (sha256 {sha}) has not been reviewed: \
+                 it runs at the image's first boot"
+            );
+        }
+    }
+    let scripts = Scripts {
+        accounting: applied.accounting,
+        unreviewed,
+        deferred,
+    };
+    let first_boot: Vec<&str> = scripts
+        .accounting
+        .first_boot
+        .iter()
+        .map(|(_, c)| c.as_str())
+        .collect();
+    stage(
+        "configure",
+        &format!(
+            "{} maintainer scripts and trigger files emulated natively, {} unreviewed, \
+             packages configured: {} of {}; left to first boot: {}",
+            scripts.accounting.emulated.len(),
+            scripts.unreviewed.len(),
+            report.package_count() - scripts.deferred.len(),
+            report.package_count(),
+            if first_boot.is_empty() && scripts.deferred.is_empty() {
+                "nothing".to_owned()
+            } else {
+                first_boot
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .chain(
+                        (!scripts.deferred.is_empty())
+                            .then(|| format!("dpkg --configure {}", scripts.deferred.join(" "))),
+                    )
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         ),
     );
 
@@ -518,6 +812,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         epoch,
         &report,
         &project,
+        &scripts,
         &image,
         &image_sha256,
         seconds,

@@ -122,17 +122,13 @@ impl RepoArgs {
 
     /// The cache directory: --cache or the XDG default.
     pub fn cache_dir(&self) -> Result<PathBuf> {
-        match &self.cache {
-            Some(dir) => Ok(dir.clone()),
-            None => Cache::default_dir()
-                .context("no cache directory: set --cache, XDG_CACHE_HOME or HOME"),
-        }
+        cache_dir(self.cache.as_deref())
     }
 
     /// The repository the arguments describe (nothing is fetched yet).
     pub fn repository(&self) -> Result<Repository> {
         let sources = plan_sources(self)?;
-        let trust = trust(self)?;
+        let trust = trust(self.insecure, &self.keyrings, &self.apt_dir)?;
         let options = RepositoryOptions::new(self.arch(), Cache::new(self.cache_dir()?), trust)
             .fetch(FetchOptions::default());
         Ok(Repository::new(sources, options)?)
@@ -167,13 +163,40 @@ pub struct ResolveArgs {
     json: bool,
 }
 
+/// The download cache: `cache` (the --cache option) or the XDG default.
+pub(crate) fn cache_dir(cache: Option<&Path>) -> Result<PathBuf> {
+    match cache {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => {
+            Cache::default_dir().context("no cache directory: set --cache, XDG_CACHE_HOME or HOME")
+        }
+    }
+}
+
+/// The apt sources configured in `apt_dir` (sources.list and
+/// sources.list.d/).
+pub(crate) fn host_sources(apt_dir: &Path) -> Result<Vec<Source>> {
+    load_etc_apt(apt_dir)
+        .with_context(|| format!("reading the apt sources in {}", apt_dir.display()))
+}
+
+/// One source per suite of `mirror`, component main, saying where it came
+/// from (`origin`, for error messages).
+pub(crate) fn mirror_sources(mirror: &str, suites: &[String], origin: &str) -> Vec<Source> {
+    suites
+        .iter()
+        .map(|suite| {
+            let mut source = Source::new(mirror, suite, ["main"]);
+            source.origin = origin.to_owned();
+            source
+        })
+        .collect()
+}
+
 /// The sources to read: `--mirror`/`--suite`/`--components` applied to the
 /// host's apt configuration.
 fn plan_sources(args: &RepoArgs) -> Result<Vec<Source>> {
-    let host = || -> Result<Vec<Source>> {
-        load_etc_apt(&args.apt_dir)
-            .with_context(|| format!("reading the apt sources in {}", args.apt_dir.display()))
-    };
+    let host = || host_sources(&args.apt_dir);
     let mut sources = if let Some(mirror) = &args.mirror {
         let suites = if args.suites.is_empty() {
             let host = host()?;
@@ -193,14 +216,7 @@ fn plan_sources(args: &RepoArgs) -> Result<Vec<Source>> {
         } else {
             args.suites.clone()
         };
-        suites
-            .iter()
-            .map(|suite| {
-                let mut source = Source::new(mirror, suite, ["main"]);
-                source.origin = "--mirror".to_owned();
-                source
-            })
-            .collect()
+        mirror_sources(mirror, &suites, "--mirror")
     } else {
         let host = host()?;
         let Some(first) = host.first().cloned() else {
@@ -237,19 +253,20 @@ fn plan_sources(args: &RepoArgs) -> Result<Vec<Source>> {
     Ok(sources)
 }
 
-/// How Release files are checked: `--insecure`, `--keyring`, or each
-/// source's Signed-By with the host's keyrings as the default.
-fn trust(args: &RepoArgs) -> Result<Trust> {
-    if args.insecure {
+/// How Release files are checked: `insecure` (--insecure), `keyrings`
+/// (--keyring), or each source's Signed-By with the keyrings trusted in
+/// `apt_dir` plus Debian's archive keyring as the default.
+pub(crate) fn trust(insecure: bool, keyrings: &[PathBuf], apt_dir: &Path) -> Result<Trust> {
+    if insecure {
         eprintln!("warning: --insecure: Release signatures are NOT checked; anyone on the path to the mirror can choose what gets installed");
         return Ok(Trust::Insecure);
     }
-    if !args.keyrings.is_empty() {
-        let keyring = Keyring::load_all(&args.keyrings).context("loading --keyring")?;
+    if !keyrings.is_empty() {
+        let keyring = Keyring::load_all(keyrings).context("loading --keyring")?;
         return Ok(Trust::Keyring(keyring));
     }
-    let mut files = default_keyring_files(&args.apt_dir)
-        .with_context(|| format!("listing the keyrings in {}", args.apt_dir.display()))?;
+    let mut files = default_keyring_files(apt_dir)
+        .with_context(|| format!("listing the keyrings in {}", apt_dir.display()))?;
     let archive = Path::new(DEBIAN_ARCHIVE_KEYRING);
     if archive.is_file() && !files.iter().any(|f| f == archive) {
         files.push(archive.to_owned());

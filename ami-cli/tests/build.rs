@@ -2,14 +2,16 @@
 //! small synthetic package set (including a fake kernel) served on the
 //! loopback interface: the image is e2fsck-clean, holds the project's files
 //! with the right owners and modes, is byte-identical across two builds,
-//! and `--lock` reproduces it. With `AMI_E2E=1`, one real build of the
-//! embedded default recipe from the host's mirror.
+//! and `--lock` reproduces it; a package with a maintainer script nobody
+//! reviewed makes the build fail, naming it. With `AMI_E2E=1`, one real
+//! build of the embedded default recipe from the host's mirror, whose
+//! maintainer scripts are all emulated (every package configured).
 
 mod common;
 
 use std::fs::File;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use ami_ext4::reader::Ext4Reader;
 use common::*;
@@ -76,8 +78,21 @@ fn repo(key: &TestKey) -> TestRepo {
             "main",
             &DebBuilder::new("sudo", "1.9.13p3-1", "amd64")
                 .file("/usr/bin/sudo", b"#!/bin/sh\n", 0o4755)
-                .conffile("/etc/sudoers", b"@includedir /etc/sudoers.d\n")
-                .postinst("#!/bin/sh\nexit 0\n"),
+                .conffile("/etc/sudoers", b"@includedir /etc/sudoers.d\n"),
+        )
+        // A library whose trigger file only activates ldconfig: accounted
+        // for without review.
+        .deb(
+            "main",
+            &trivial("libfoo1")
+                .field("Priority", "important")
+                .triggers("activate-noawait ldconfig\n"),
+        )
+        // Not requested by RECIPE: only the recipe of the unreviewed test
+        // adds it.
+        .deb(
+            "main",
+            &trivial("custom-tool").postinst(CUSTOM_POSTINST),
         )
         .deb(
             "main",
@@ -111,6 +126,9 @@ fn repo(key: &TestKey) -> TestRepo {
         .build()
         .unwrap()
 }
+
+/// The postinst of `custom-tool`, which nobody has reviewed.
+const CUSTOM_POSTINST: &str = "#!/bin/sh\nset -e\nuseradd --system custom\n";
 
 const RECIPE: &str = r#"
 source_date_epoch = 1700000000
@@ -185,6 +203,57 @@ impl Image {
     fn exists(&mut self, path: &str) -> bool {
         self.0.lookup(path.as_bytes()).is_ok()
     }
+    /// The target of the symlink `path`.
+    fn link(&mut self, path: &str) -> String {
+        let ino = self
+            .0
+            .lookup(path.as_bytes())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let target = self
+            .0
+            .read_link(ino)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        String::from_utf8(target).unwrap()
+    }
+}
+
+/// `apt-get check` with `status` as dpkg's status file and apt's own
+/// state, configuration and sources replaced by empty ones (under `work`).
+fn apt_check(status: &Path, work: &Path) -> Output {
+    let lists = work.join("lists");
+    let cache = work.join("cache");
+    let etc = work.join("etc");
+    for d in [
+        lists.join("partial"),
+        cache.join("archives/partial"),
+        etc.clone(),
+    ] {
+        std::fs::create_dir_all(&d).unwrap();
+    }
+    let opts = [
+        format!("Dir::State::status={}", status.display()),
+        format!("Dir::State::Lists={}", lists.display()),
+        format!(
+            "Dir::State::extended_states={}",
+            work.join("extended_states").display()
+        ),
+        format!("Dir::Cache={}", cache.display()),
+        format!("Dir::Etc={}", etc.display()),
+        "Dir::Etc::SourceList=/dev/null".to_owned(),
+        "Dir::Etc::SourceParts=/dev/null".to_owned(),
+        "Dir::Etc::Preferences=/dev/null".to_owned(),
+        "Dir::Etc::PreferencesParts=/dev/null".to_owned(),
+        "APT::Architecture=amd64".to_owned(),
+        "APT::Architectures=amd64".to_owned(),
+        "Debug::NoLocking=true".to_owned(),
+    ];
+    let mut cmd = Command::new("apt-get");
+    for o in &opts {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg("check")
+        .output()
+        .expect("running apt-get (install apt to run this test)")
 }
 
 #[test]
@@ -205,7 +274,7 @@ fn builds_a_reproducible_configured_image() {
     for stage in ["resolve", "unpack", "configure", "write", "done"] {
         assert!(stderr.contains(stage), "no {stage} stage in:\n{stderr}");
     }
-    assert!(stderr.contains("packages configured: none"), "{stderr}");
+    assert!(stderr.contains("packages configured: 11 of 11"), "{stderr}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let on_disk: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out1.join("build.json")).unwrap()).unwrap();
@@ -214,7 +283,14 @@ fn builds_a_reproducible_configured_image() {
     assert_eq!(json["partition_table"], "none");
     assert_eq!(json["kernel_version"], "6.1.0-test-cloud-amd64");
     assert_eq!(json["source_date_epoch"], 1_700_000_000);
-    assert_eq!(json["packages_configured"], "none (all unpacked)");
+    assert_eq!(json["packages_configured"], 11);
+    assert_eq!(json["packages_unpacked"], 0);
+    assert_eq!(json["unreviewed"], serde_json::json!([]));
+    assert_eq!(json["first_boot"], serde_json::json!([]));
+    assert_eq!(
+        json["emulated"],
+        serde_json::json!({ "libfoo1": ["triggers"] })
+    );
     assert_eq!(json["removed_host_keys"], 2);
     let pkgs = json["packages"].as_array().unwrap();
     let sudo = pkgs.iter().find(|p| p["name"] == "sudo").unwrap();
@@ -270,6 +346,15 @@ fn builds_a_reproducible_configured_image() {
         "kernel /boot/vmlinuz-6.1.0-test-cloud-amd64 root=LABEL=rootfs ro console=ttyS0 console=hvc0 net.ifnames=0\n"
     ), "{menu}");
     assert!(img.exists("/usr/lib/modules/6.1.0-test-cloud-amd64/kernel/drivers/net/ena.ko"));
+    // Every package is configured in the dpkg database.
+    let status = img.text("/var/lib/dpkg/status");
+    assert_eq!(
+        status.matches("\nStatus: install ok installed\n").count(),
+        11,
+        "{status}"
+    );
+    assert!(!status.contains("unpacked"), "{status}");
+    assert!(img.exists("/var/lib/dpkg/info/libfoo1.triggers"));
     let info = img.0.superblock_info();
     drop(img);
     let _ = info;
@@ -320,6 +405,110 @@ fn builds_a_reproducible_configured_image() {
     let err = assert_failure(&out, 1);
     assert!(err.contains("differs from the lock"), "{err}");
     assert!(!work.path().join("out4/disk.img").exists());
+}
+
+#[test]
+fn unreviewed_script_fails_the_build_unless_left_to_first_boot() {
+    let key = TestKey::generate(62);
+    let repo = repo(&key);
+    let server = TestServer::serve(repo.path()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let recipe = work.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!("{RECIPE}\n[packages]\nextra = [\"custom-tool\"]\n"),
+    )
+    .unwrap();
+    let out_dir = work.path().join("out");
+    let out = build(
+        &recipe,
+        &server.url(),
+        repo.keyring().unwrap(),
+        &work.path().join("cache"),
+        &out_dir,
+        &[],
+    );
+    let err = assert_failure(&out, 1);
+    let sha = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(CUSTOM_POSTINST.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert!(
+        err.contains(&format!("custom-tool postinst sha256 {sha}")),
+        "{err}"
+    );
+    assert!(err.contains("not been reviewed"), "{err}");
+    assert!(err.contains("--allow-unreviewed-first-boot"), "{err}");
+    // Only the unreviewed script is listed.
+    assert!(!err.contains("libfoo1"), "{err}");
+    assert!(!out_dir.join("disk.img").exists());
+    assert!(!out_dir.join("build.json").exists());
+
+    // By opt-in, the package is left unpacked and configured at first boot.
+    let out = build(
+        &recipe,
+        &server.url(),
+        repo.keyring().unwrap(),
+        &work.path().join("cache"),
+        &out_dir,
+        &["--allow-unreviewed-first-boot", "--json"],
+    );
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("warning: custom-tool postinst (sha256 {sha})")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("packages configured: 11 of 12"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["packages_configured"], 11);
+    assert_eq!(json["packages_unpacked"], 1);
+    assert_eq!(
+        json["unreviewed"],
+        serde_json::json!([{ "package": "custom-tool", "script": "postinst", "sha256": sha }])
+    );
+    assert_eq!(
+        json["first_boot_packages"],
+        serde_json::json!(["custom-tool"])
+    );
+    assert_eq!(
+        json["emulated"],
+        serde_json::json!({ "libfoo1": ["triggers"] })
+    );
+    let image = out_dir.join("disk.img");
+    assert_fsck_clean(&image);
+    let mut img = Image::open(&image);
+    let status = img.text("/var/lib/dpkg/status");
+    for stanza in status.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let expected = if stanza.starts_with("Package: custom-tool\n") {
+            "Status: install ok unpacked"
+        } else {
+            "Status: install ok installed"
+        };
+        assert!(stanza.lines().any(|l| l == expected), "{stanza}");
+    }
+    assert_eq!(img.text("/etc/ami/first-boot/packages"), "custom-tool\n");
+    assert_eq!(
+        img.text("/var/lib/dpkg/info/custom-tool.postinst"),
+        CUSTOM_POSTINST
+    );
+    assert_eq!(img.owner_mode("/etc/ami/first-boot/run"), (0o755, 0, 0));
+    let unit = img.text("/etc/systemd/system/ami-first-boot.service");
+    assert!(
+        unit.contains("ExecStart=/etc/ami/first-boot/run\n"),
+        "{unit}"
+    );
+    assert_eq!(
+        img.link("/etc/systemd/system/multi-user.target.wants/ami-first-boot.service"),
+        "/etc/systemd/system/ami-first-boot.service"
+    );
+    let run = img.text("/etc/ami/first-boot/run");
+    assert!(run.contains("dpkg --configure $pkgs\n"), "{run}");
+    let script = work.path().join("first-boot-run");
+    std::fs::write(&script, &run).unwrap();
+    let syntax = Command::new("sh").arg("-n").arg(&script).output().unwrap();
+    assert!(syntax.status.success(), "{syntax:?}");
 }
 
 #[test]
@@ -387,4 +576,62 @@ fn e2e_default_recipe() {
             .any(|m| m == "admin"),
         "{sudo}"
     );
+
+    // Every maintainer script is emulated: every package configured.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("build.json")).unwrap()).unwrap();
+    let count = json["packages"].as_array().unwrap().len();
+    assert!(count > 100, "{count} packages");
+    assert_eq!(json["packages_configured"], count);
+    assert_eq!(json["unreviewed"], serde_json::json!([]));
+    let emulated = json["emulated"].as_object().unwrap();
+    assert!(emulated["openssh-server"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("postinst")));
+    let first_boot: Vec<&str> = json["first_boot"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
+    assert!(first_boot.contains(&"ldconfig"), "{first_boot:?}");
+    let status = img.text("/var/lib/dpkg/status");
+    let stanzas: Vec<&str> = status
+        .split("\n\n")
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    assert_eq!(stanzas.len(), count);
+    for st in &stanzas {
+        assert!(
+            st.lines().any(|l| l == "Status: install ok installed"),
+            "not configured:\n{st}"
+        );
+    }
+    assert!(img
+        .text("/etc/ssh/sshd_config")
+        .contains("Include /etc/ssh/sshd_config.d/*.conf"));
+    assert!(img.text("/etc/pam.d/common-auth").contains("pam_unix.so"));
+    assert_eq!(
+        img.link("/etc/systemd/system/multi-user.target.wants/ssh.service"),
+        "/lib/systemd/system/ssh.service"
+    );
+    let passwd = img.text("/etc/passwd");
+    for user in ["sshd:", "admin:"] {
+        assert!(passwd.lines().any(|l| l.starts_with(user)), "{passwd}");
+    }
+    assert_eq!(img.link("/etc/alternatives/awk"), "/usr/bin/mawk");
+    assert!(!img.exists("/etc/ssh/ssh_host_ed25519_key"));
+
+    // apt finds no broken dependency in the image's dpkg database.
+    let status_file = work.path().join("status");
+    std::fs::write(&status_file, &status).unwrap();
+    let check = apt_check(&status_file, &work.path().join("apt"));
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "apt-get check failed:\n{output}");
+    assert!(!output.contains("unmet dependencies"), "{output}");
 }
