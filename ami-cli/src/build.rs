@@ -5,7 +5,7 @@
 //!
 //! No maintainer script is run. Every install-time script and trigger file
 //! of the package set is accounted for by
-//! [`effects::account_for`](ami_core::configure::effects::account_for):
+//! [`effects::account_for`]:
 //! [`effects::apply`] reproduces the effects of the reviewed ones natively.
 //! When any script is not reviewed, the build fails listing each package,
 //! script and SHA-256, unless `--allow-unreviewed-first-boot` is given:
@@ -33,7 +33,7 @@ use std::time::Instant;
 use ami_core::configure::effects::{self, Accounting, PackageScripts};
 use ami_core::configure::project::{self, ProjectReport};
 use ami_core::configure::system::SystemOptions;
-use ami_core::configure::{units, write_file};
+use ami_core::configure::{depmod, exists, list_dir, units, write_file};
 use ami_core::recipe::{DiskSize, Layout, Recipe, Variant as RecipeVariant};
 use ami_core::{Metadata, Timestamp, Tree};
 use ami_deb::bootstrap::{Bootstrap, BootstrapReport, Configured};
@@ -526,6 +526,7 @@ fn build_json(
         project.kernel.as_ref().map_or("", |k| k.version.as_str()),
     );
     o.string("kernel_cmdline", &recipe.boot.kernel_cmdline());
+    o.string("depmod", &scripts.depmod.join("; "));
     o.number(
         "packages_configured",
         (report.package_count() - scripts.deferred.len()) as u64,
@@ -566,6 +567,8 @@ struct Scripts {
     unreviewed: Vec<(String, String, String)>,
     /// dpkg `info` names of the packages left to first boot.
     deferred: Vec<String>,
+    /// One line per kernel whose module indexes were built natively.
+    depmod: Vec<String>,
 }
 
 fn stage(name: &str, detail: &str) {
@@ -706,10 +709,29 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             );
         }
     }
+    // depmod (the kernel package's postinst): the text and .bin module
+    // indexes, which libkmod (udev's autoloading by modalias) needs.
+    let mut depmodded = Vec::new();
+    for ver in list_dir(&tree, "/lib/modules") {
+        let ver = String::from_utf8_lossy(&ver).into_owned();
+        if !exists(&tree, &format!("/lib/modules/{ver}/modules.order")) {
+            continue;
+        }
+        let r = depmod::depmod(&mut tree, &ver, Timestamp::from_secs(epoch))
+            .with_context(|| format!("building the module indexes of kernel {ver}"))?;
+        depmodded.push(format!(
+            "{ver}: {} modules, {} aliases, {} symbols",
+            r.modules, r.aliases, r.symbols
+        ));
+    }
+    if !depmodded.is_empty() {
+        stage("configure", &format!("depmod {}", depmodded.join("; ")));
+    }
     let scripts = Scripts {
         accounting: applied.accounting,
         unreviewed,
         deferred,
+        depmod: depmodded,
     };
     let first_boot: Vec<&str> = scripts
         .accounting

@@ -622,6 +622,23 @@ fn e2e_default_recipe() {
     }
     assert_eq!(img.link("/etc/alternatives/awk"), "/usr/bin/mawk");
     assert!(!img.exists("/etc/ssh/ssh_host_ed25519_key"));
+    // The kernel's module indexes, built natively (libkmod reads only the
+    // .bin files): ena must be found by its PCI alias.
+    let depmod = json["depmod"].as_str().unwrap();
+    let kver = depmod.split(':').next().unwrap();
+    assert!(!kver.is_empty(), "no kernel was depmod-ed: {depmod:?}");
+    for f in [
+        "modules.dep",
+        "modules.dep.bin",
+        "modules.alias.bin",
+        "modules.symbols.bin",
+    ] {
+        assert!(img.exists(&format!("/usr/lib/modules/{kver}/{f}")), "{f}");
+    }
+    assert!(img
+        .text(&format!("/usr/lib/modules/{kver}/modules.alias"))
+        .lines()
+        .any(|l| l.starts_with("alias pci:v00001D0Fd0000EC20") && l.ends_with(" ena")));
 
     // apt finds no broken dependency in the image's dpkg database.
     let status_file = work.path().join("status");

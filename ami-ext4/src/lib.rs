@@ -52,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod checksum;
+pub mod disk;
 mod error;
 mod layout;
 mod ondisk;

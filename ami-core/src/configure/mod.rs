@@ -31,6 +31,7 @@ use std::io;
 
 pub mod accounts;
 pub mod alternatives;
+pub mod depmod;
 pub mod effects;
 pub mod pam;
 pub mod project;
