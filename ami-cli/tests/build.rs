@@ -217,45 +217,6 @@ impl Image {
     }
 }
 
-/// `apt-get check` with `status` as dpkg's status file and apt's own
-/// state, configuration and sources replaced by empty ones (under `work`).
-fn apt_check(status: &Path, work: &Path) -> Output {
-    let lists = work.join("lists");
-    let cache = work.join("cache");
-    let etc = work.join("etc");
-    for d in [
-        lists.join("partial"),
-        cache.join("archives/partial"),
-        etc.clone(),
-    ] {
-        std::fs::create_dir_all(&d).unwrap();
-    }
-    let opts = [
-        format!("Dir::State::status={}", status.display()),
-        format!("Dir::State::Lists={}", lists.display()),
-        format!(
-            "Dir::State::extended_states={}",
-            work.join("extended_states").display()
-        ),
-        format!("Dir::Cache={}", cache.display()),
-        format!("Dir::Etc={}", etc.display()),
-        "Dir::Etc::SourceList=/dev/null".to_owned(),
-        "Dir::Etc::SourceParts=/dev/null".to_owned(),
-        "Dir::Etc::Preferences=/dev/null".to_owned(),
-        "Dir::Etc::PreferencesParts=/dev/null".to_owned(),
-        "APT::Architecture=amd64".to_owned(),
-        "APT::Architectures=amd64".to_owned(),
-        "Debug::NoLocking=true".to_owned(),
-    ];
-    let mut cmd = Command::new("apt-get");
-    for o in &opts {
-        cmd.arg("-o").arg(o);
-    }
-    cmd.arg("check")
-        .output()
-        .expect("running apt-get (install apt to run this test)")
-}
-
 #[test]
 fn builds_a_reproducible_configured_image() {
     let key = TestKey::generate(61);
@@ -643,7 +604,7 @@ fn e2e_default_recipe() {
     // apt finds no broken dependency in the image's dpkg database.
     let status_file = work.path().join("status");
     std::fs::write(&status_file, &status).unwrap();
-    let check = apt_check(&status_file, &work.path().join("apt"));
+    let check = fixtures::apt::apt_check(&status_file, &work.path().join("apt"));
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&check.stdout),

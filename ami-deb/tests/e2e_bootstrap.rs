@@ -296,50 +296,11 @@ fn check_dpkg(root: &Path, unpacked_status: &str, report: &BootstrapReport, tmp:
     );
 }
 
-/// `apt-get check` with `status` as dpkg's status file and apt's own
-/// state, configuration and sources replaced by empty ones (under `work`).
-fn apt_check(status: &Path, work: &Path) -> Output {
-    let lists = work.join("lists");
-    let cache = work.join("cache");
-    let etc = work.join("etc");
-    for d in [
-        lists.join("partial"),
-        cache.join("archives/partial"),
-        etc.clone(),
-    ] {
-        fs::create_dir_all(&d).unwrap();
-    }
-    let opts = [
-        format!("Dir::State::status={}", status.display()),
-        format!("Dir::State::Lists={}", lists.display()),
-        format!(
-            "Dir::State::extended_states={}",
-            work.join("extended_states").display()
-        ),
-        format!("Dir::Cache={}", cache.display()),
-        format!("Dir::Etc={}", etc.display()),
-        "Dir::Etc::SourceList=/dev/null".to_owned(),
-        "Dir::Etc::SourceParts=/dev/null".to_owned(),
-        "Dir::Etc::Preferences=/dev/null".to_owned(),
-        "Dir::Etc::PreferencesParts=/dev/null".to_owned(),
-        "APT::Architecture=amd64".to_owned(),
-        "APT::Architectures=amd64".to_owned(),
-        "Debug::NoLocking=true".to_owned(),
-    ];
-    let mut args: Vec<&str> = Vec::new();
-    for o in &opts {
-        args.push("-o");
-        args.push(o);
-    }
-    args.push("check");
-    run("apt-get", &args)
-}
-
 /// (b) `apt-get check` on the tree's status file finds nothing broken; as
 /// a control, the same status without libc6 is found broken.
 fn check_apt(root: &Path, tmp: &Path) {
     let status = root.join("var/lib/dpkg/status");
-    let out = apt_check(&status, &tmp.join("apt"));
+    let out = fixtures::apt::apt_check(&status, &tmp.join("apt"));
     let output = text(&out);
     eprintln!("apt-get check: {output:?}");
     assert!(
@@ -356,7 +317,7 @@ fn check_apt(root: &Path, tmp: &Path) {
         .collect();
     let broken = tmp.join("status-without-libc6");
     fs::write(&broken, without_libc6.join("\n\n")).unwrap();
-    let out = apt_check(&broken, &tmp.join("apt-control"));
+    let out = fixtures::apt::apt_check(&broken, &tmp.join("apt-control"));
     let output = text(&out);
     assert_eq!(out.status.code(), Some(100), "{output}");
     assert!(
