@@ -92,6 +92,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "aws")]
+pub mod aws;
 mod bundle;
 pub mod crypto;
 mod error;

@@ -521,6 +521,12 @@ fn build_json(
     o.number("used_blocks", image.used_blocks);
     o.number("used_inodes", image.used_inodes);
     o.string("block_map_sha256", &block_map_digest(image));
+    // The allocated byte ranges of disk.img: `ami snapshot` sends exactly
+    // these blocks.
+    o.ranges(
+        "allocated",
+        &ami_ext4::disk::disk_byte_ranges(&image.allocated, 0),
+    );
     o.string(
         "kernel_version",
         project.kernel.as_ref().map_or("", |k| k.version.as_str()),

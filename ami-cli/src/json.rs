@@ -46,6 +46,49 @@ impl JsonObject {
         }
     }
 
+    /// Adds a boolean field.
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    /// Adds a string field, or `null` for `None`.
+    pub fn opt_string(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.string(key, v),
+            None => {
+                self.key(key);
+                self.out.push_str("null");
+            }
+        }
+    }
+
+    /// Adds an array of strings.
+    pub fn strings<S: AsRef<str>>(&mut self, key: &str, values: &[S]) {
+        self.key(key);
+        self.out.push('[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            push_string(&mut self.out, v.as_ref());
+        }
+        self.out.push(']');
+    }
+
+    /// Adds an array of half-open ranges as `[[start,end],...]`.
+    pub fn ranges(&mut self, key: &str, ranges: &[std::ops::Range<u64>]) {
+        self.key(key);
+        self.out.push('[');
+        for (i, r) in ranges.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            let _ = write!(self.out, "[{},{}]", r.start, r.end);
+        }
+        self.out.push(']');
+    }
+
     /// The finished object.
     pub fn finish(mut self) -> String {
         self.out.push('}');
@@ -83,10 +126,14 @@ mod tests {
         o.number("blocks", 42);
         o.float("seconds", 1.5);
         o.float("bad", f64::NAN);
+        o.bool("ok", true);
+        o.opt_string("none", None);
+        o.strings("list", &["x", "y\""]);
+        o.ranges("r", &[0..4096, 8192..12288]);
         let text = o.finish();
         assert_eq!(
             text,
-            r#"{"label":"a\"b\\c\nd\u0001é","blocks":42,"seconds":1.500,"bad":null}"#
+            r#"{"label":"a\"b\\c\nd\u0001é","blocks":42,"seconds":1.500,"bad":null,"ok":true,"none":null,"list":["x","y\""],"r":[[0,4096],[8192,12288]]}"#
         );
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["label"], "a\"b\\c\nd\u{1}é");

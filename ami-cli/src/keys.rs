@@ -33,6 +33,19 @@ pub struct KeysArgs {
     /// The certificate's subject common name.
     #[arg(long, value_name = "NAME", default_value = "ami bundle signing key")]
     common_name: String,
+
+    /// Also register the certificate with IAM (UploadSigningCertificate);
+    /// prints its certificate id.
+    #[arg(long)]
+    upload: bool,
+
+    /// The IAM user the certificate belongs to (default: the user whose
+    /// credentials are used).
+    #[arg(long, value_name = "NAME", requires = "upload")]
+    iam_user: Option<String>,
+
+    #[command(flatten)]
+    aws: crate::publish::AwsArgs,
 }
 
 fn parse_bits(text: &str) -> Result<u32, String> {
@@ -102,5 +115,29 @@ pub fn run(args: &KeysArgs) -> Result<()> {
         keys.cert.subject(),
         args.days
     );
+    if args.upload {
+        let pem = String::from_utf8(keys.cert.to_pem()?).context("the certificate PEM")?;
+        let rt = crate::publish::runtime()?;
+        let id = rt
+            .block_on(async {
+                let aws = ami_bundle::aws::Aws::connect(&args.aws.options()).await?;
+                ami_bundle::aws::iam::upload_signing_certificate(
+                    &aws,
+                    &pem,
+                    args.iam_user.as_deref(),
+                )
+                .await
+            })
+            .with_context(|| {
+                format!(
+                    "registering {} with IAM (the key and certificate are written; retry with \
+                     `aws iam upload-signing-certificate --certificate-body file://{}`)",
+                    cert_path.display(),
+                    cert_path.display()
+                )
+            })?;
+        eprintln!("registered the certificate with IAM as {id}");
+        crate::publish::print_stdout(&id)?;
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod json;
 mod keys;
 mod mkfs;
 mod progress;
+mod publish;
 mod resolve;
 mod size;
 mod uuid;
@@ -59,6 +60,20 @@ enum Command {
     /// Make the RSA key and self-signed X.509 certificate that bundles are
     /// signed with and encrypted for.
     Keys(keys::KeysArgs),
+    /// Upload an instance-store bundle to S3 (parts in parallel with the
+    /// aws-exec-read ACL, the manifest last); prints the manifest location.
+    UploadBundle(publish::UploadBundleArgs),
+    /// Register an AMI from a bundle in S3 or an EBS snapshot; prints the
+    /// AMI id.
+    Register(publish::RegisterArgs),
+    /// Deregister an AMI and optionally delete its bundle or snapshots.
+    Deregister(publish::DeregisterArgs),
+    /// Make an EBS snapshot of a disk image through the EBS direct APIs
+    /// (no instance, no volume); prints the snapshot id.
+    Snapshot(publish::SnapshotArgs),
+    /// Snapshot a disk image and register it as an EBS-backed AMI, checked
+    /// against the image first; prints the AMI id.
+    Publish(publish::PublishArgs),
 }
 
 fn run() -> Result<()> {
@@ -72,6 +87,11 @@ fn run() -> Result<()> {
         Command::Unbundle(args) => bundle::run_unbundle(args),
         Command::Keys(args) => keys::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::UploadBundle(args) => publish::run_upload(args),
+        Command::Register(args) => publish::run_register(args),
+        Command::Deregister(args) => publish::run_deregister(args),
+        Command::Snapshot(args) => publish::run_snapshot(args),
+        Command::Publish(args) => publish::run_publish(args),
     }
 }
 

@@ -410,6 +410,12 @@ impl Summary<'_> {
         o.string("label", &String::from_utf8_lossy(self.label));
         o.string("profile", self.profile.name());
         o.float("seconds", self.seconds);
+        // The allocated byte ranges: `ami snapshot --block-map` sends
+        // exactly these blocks.
+        o.ranges(
+            "allocated",
+            &ami_ext4::disk::disk_byte_ranges(&r.allocated, 0),
+        );
         o.finish()
     }
 }

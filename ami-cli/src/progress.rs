@@ -32,7 +32,7 @@ impl Bars {
     fn style(stage: Stage, total: Option<u64>) -> ProgressStyle {
         let bytes = matches!(
             stage,
-            Stage::WriteData | Stage::WriteMetadata | Stage::Download
+            Stage::WriteData | Stage::WriteMetadata | Stage::Download | Stage::Upload
         );
         let template = match (total.is_some(), bytes) {
             (true, true) => {

@@ -20,6 +20,9 @@ pub enum Stage {
     Update,
     /// Downloading packages (amount: bytes).
     Download,
+    /// Uploading to a cloud service: bundle parts to S3, blocks to an EBS
+    /// snapshot (amount: bytes).
+    Upload,
 }
 
 impl Stage {
@@ -32,6 +35,7 @@ impl Stage {
             Stage::WriteMetadata => "write metadata",
             Stage::Update => "update",
             Stage::Download => "download",
+            Stage::Upload => "upload",
         }
     }
 }

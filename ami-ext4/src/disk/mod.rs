@@ -52,6 +52,7 @@
 pub mod esp;
 pub mod gpt;
 pub mod mbr;
+pub mod probe;
 
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
