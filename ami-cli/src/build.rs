@@ -25,7 +25,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -197,7 +197,9 @@ fn variant(v: RecipeVariant) -> Variant {
 
 /// The sources: the mirror (option, then recipe) with the suites (option,
 /// recipe, else the host's for the recipe's release), or the host's apt
-/// sources of the recipe's release.
+/// sources of the recipe's release. Backports suites are left out unless
+/// named: their Release files say `NotAutomatic: yes`, so apt never takes
+/// a package from them by default either.
 fn plan_sources(args: &BuildArgs, recipe: &Recipe) -> Result<Vec<Source>> {
     let suites: Option<Vec<String>> = if args.suites.is_empty() {
         recipe.debian.suites.clone()
@@ -205,7 +207,9 @@ fn plan_sources(args: &BuildArgs, recipe: &Recipe) -> Result<Vec<Source>> {
         Some(args.suites.clone())
     };
     let release = &recipe.debian.suite;
-    let of_release = |s: &str| s == release || s.starts_with(&format!("{release}-"));
+    let of_release = |s: &str| {
+        s == release || (s.starts_with(&format!("{release}-")) && !s.ends_with("-backports"))
+    };
     if let Some(mirror) = args.mirror.as_ref().or(recipe.debian.mirror.as_ref()) {
         let suites = suites.unwrap_or_else(|| vec![release.clone()]);
         return Ok(mirror_sources(mirror, &suites, "the recipe or --mirror"));
@@ -258,28 +262,37 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn write_image(tree: &Tree, dir: &Path, options: &FormatOptions, bars: &Bars) -> Result<Report> {
-    let path = dir.join("disk.img");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".disk.img-")
-        .permissions(fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let report = {
-        let mut writer = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        let report = ami_ext4::format(&mut writer, tree, options, bars)
-            .with_context(|| format!("writing the ext4 image {}", path.display()))?;
-        writer.flush().context("writing the image")?;
-        report
+/// Builds the image's initramfs natively (busybox from the boot packages,
+/// the kernel's own modules) and installs it as `/boot/initrd.img-VERSION`.
+/// Returns the modules it loads, in order. No kernel: nothing to do.
+fn build_initramfs(
+    tree: &mut Tree,
+    assets: &crate::boot::BootAssets,
+    epoch: i64,
+) -> Result<Vec<String>> {
+    use ami_core::configure::initramfs;
+    let Some(kernel) = project::find_kernel(tree) else {
+        return Ok(Vec::new());
     };
-    let file = tmp.as_file();
-    file.set_len(report.size_bytes())
-        .and_then(|()| file.sync_all())
-        .context("finishing the image")?;
-    tmp.persist(&path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming the finished image to {}", path.display()))?;
-    Ok(report)
+    let options = initramfs::InitramfsOptions::new().mtime(epoch);
+    let built = initramfs::build(tree, &kernel.version, &assets.busybox, &options)
+        .with_context(|| format!("building the initramfs of kernel {}", kernel.version))?;
+    initramfs::install(tree, &kernel.version, &built, Timestamp::from_secs(epoch))
+        .context("installing the initramfs")?;
+    stage(
+        "initramfs",
+        &format!(
+            "/boot/initrd.img-{} ({}, modules: {})",
+            kernel.version,
+            HumanBytes(built.data.len() as u64),
+            if built.modules.is_empty() {
+                "all built in".to_owned()
+            } else {
+                built.modules.join(" ")
+            }
+        ),
+    );
+    Ok(built.modules)
 }
 
 /// SHA-256 over the allocated runs: block size, then each run's start and
@@ -500,20 +513,34 @@ fn build_json(
     report: &BootstrapReport,
     project: &ProjectReport,
     scripts: &Scripts,
-    image: &Report,
+    disk: &crate::boot::Disk,
+    assets: &crate::boot::BootAssets,
+    initramfs: &[String],
     image_sha256: &str,
     seconds: f64,
 ) -> String {
+    let image = &disk.report;
     let mut o = JsonObject::new();
     o.string("layout", layout.as_str());
     o.string("suite", &recipe.debian.suite);
     o.string("arch", &report.arch);
     o.number("source_date_epoch", epoch);
     o.string("image", "disk.img");
-    // The boot layouts (GPT with an ESP, MBR) come later: for now the disk
-    // image is the bare root filesystem whatever the layout.
-    o.string("partition_table", "none");
-    o.number("image_bytes", image.size_bytes());
+    o.string(
+        "partition_table",
+        match layout {
+            Layout::Pvgrub => "none",
+            Layout::PvgrubMbr => "mbr",
+            Layout::Uefi => "gpt",
+        },
+    );
+    o.number("image_bytes", disk.plan.disk_size);
+    o.number("root_offset", disk.plan.root.start);
+    o.number("root_bytes", image.size_bytes());
+    if let Some(esp) = &disk.plan.esp {
+        o.number("esp_offset", esp.start);
+        o.number("esp_bytes", esp.end - esp.start);
+    }
     o.string("image_sha256", image_sha256);
     o.string("uuid", &format_uuid(&image.uuid));
     o.string("label", "rootfs");
@@ -523,10 +550,16 @@ fn build_json(
     o.string("block_map_sha256", &block_map_digest(image));
     // The allocated byte ranges of disk.img: `ami snapshot` sends exactly
     // these blocks.
-    o.ranges(
-        "allocated",
-        &ami_ext4::disk::disk_byte_ranges(&image.allocated, 0),
+    o.ranges("allocated", &disk.allocated);
+    o.strings(
+        "boot_packages",
+        &assets
+            .packages
+            .iter()
+            .map(|p| format!("{} {} {}", p.name, p.version, p.sha256))
+            .collect::<Vec<_>>(),
     );
+    o.strings("initramfs_modules", initramfs);
     o.string(
         "kernel_version",
         project.kernel.as_ref().map_or("", |k| k.version.as_str()),
@@ -613,7 +646,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         trust(args.insecure, &args.keyrings, &args.apt_dir)?,
     )
     .fetch(FetchOptions::default());
-    let repository = Repository::new(sources, options)?;
+    let repository = Repository::new(sources.clone(), options.clone())?;
+    let boot_repository = Repository::new(sources, options)?;
 
     let locked = match &args.lock {
         Some(path) => {
@@ -770,6 +804,19 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         ),
     );
 
+    // The boot packages (not installed: only their files are used).
+    let assets = crate::boot::fetch(&boot_repository, layout, &bars)?;
+    stage(
+        "boot",
+        &assets
+            .packages
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let initramfs = build_initramfs(&mut tree, &assets, epoch)?;
+
     let project = project::configure(&mut tree, &recipe, &recipe_dir, ts)?;
     let root = tree.root();
     tree.node_mut(root).meta = Metadata::new(0o755).times(ts);
@@ -814,7 +861,33 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .hash_seed(hash_seed)
         .timestamp(ts)
         .assume_zeroed(true);
-    let image = write_image(&tree, &args.out, &options, &bars)?;
+    let esp = match layout {
+        Layout::Uefi => {
+            let k = project
+                .kernel
+                .as_ref()
+                .context("the image has no kernel in /boot: the uefi layout needs one")?;
+            let cfg = crate::boot::grub_cfg(
+                &k.kernel,
+                k.initrd.as_deref(),
+                &recipe.boot.kernel_cmdline(),
+            );
+            Some(crate::boot::esp_files(&assets, &cfg)?)
+        }
+        _ => None,
+    };
+    let disk = crate::boot::write_disk(
+        &tree,
+        &args.out,
+        layout,
+        size,
+        options,
+        &seed,
+        epoch,
+        esp.as_deref(),
+        &bars,
+    )?;
+    let image = disk.report.clone();
     drop(bars);
     drop(tree);
     let image_sha256 = {
@@ -841,7 +914,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         &report,
         &project,
         &scripts,
-        &image,
+        &disk,
+        &assets,
+        &initramfs,
         &image_sha256,
         seconds,
     );

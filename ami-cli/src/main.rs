@@ -5,9 +5,12 @@
 //! causes, and the exit status is 1 (2 for usage errors). stdout only
 //! carries machine-readable output (`--json`).
 
+mod boot;
 mod bootstrap;
+mod boottest;
 mod build;
 mod bundle;
+mod imds;
 mod inspect;
 mod json;
 mod keys;
@@ -74,6 +77,14 @@ enum Command {
     /// Snapshot a disk image and register it as an EBS-backed AMI, checked
     /// against the image first; prints the AMI id.
     Publish(publish::PublishArgs),
+    /// Boot a disk image in QEMU the way EC2 does, serve an SSH key
+    /// through a fake instance metadata service, log in as admin and check
+    /// the system.
+    BootTest(boottest::BootTestArgs),
+    /// Internal: relay stdin/stdout to the fake metadata service (run by
+    /// QEMU per guest connection during `ami boot-test`).
+    #[command(hide = true)]
+    ImdsRelay(boottest::ImdsRelayArgs),
 }
 
 fn run() -> Result<()> {
@@ -92,6 +103,8 @@ fn run() -> Result<()> {
         Command::Deregister(args) => publish::run_deregister(args),
         Command::Snapshot(args) => publish::run_snapshot(args),
         Command::Publish(args) => publish::run_publish(args),
+        Command::BootTest(args) => boottest::run(args),
+        Command::ImdsRelay(args) => boottest::run_relay(args),
     }
 }
 

@@ -13,6 +13,8 @@ use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use ami_ext4::disk::probe::probe;
+use ami_ext4::disk::Window;
 use ami_ext4::reader::Ext4Reader;
 use common::*;
 use fixtures::deb::DebBuilder;
@@ -115,7 +117,45 @@ fn repo(key: &TestKey) -> TestRepo {
                     "/lib/modules/6.1.0-test-cloud-amd64/kernel/drivers/net/ena.ko",
                     b"\x7fELF module",
                     0o644,
+                )
+                // Module metadata as a kernel package ships it (no
+                // modules.order: depmod is not run on this fake module);
+                // the initramfs reads it.
+                .file(
+                    "/lib/modules/6.1.0-test-cloud-amd64/modules.dep",
+                    b"kernel/drivers/net/ena.ko:\n",
+                    0o644,
+                )
+                .file(
+                    "/lib/modules/6.1.0-test-cloud-amd64/modules.builtin",
+                    b"kernel/fs/ext4/ext4.ko\nkernel/drivers/nvme/host/nvme.ko\n",
+                    0o644,
                 ),
+        )
+        // The boot packages: read for their files, never installed.
+        .deb(
+            "main",
+            &DebBuilder::new("busybox-static", "1:1.35.0-4", "amd64").file(
+                "/bin/busybox",
+                b"\x7fELF static busybox",
+                0o755,
+            ),
+        )
+        .deb(
+            "main",
+            &DebBuilder::new("shim-signed", "1.40", "amd64").file(
+                "/usr/lib/shim/shimx64.efi.signed",
+                b"MZ shim",
+                0o644,
+            ),
+        )
+        .deb(
+            "main",
+            &DebBuilder::new("grub-efi-amd64-signed", "1+2.06", "amd64").file(
+                "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+                b"MZ grub",
+                0o644,
+            ),
         )
         .deb(
             "main",
@@ -182,11 +222,15 @@ fn build(
         .expect("running ami")
 }
 
-struct Image(Ext4Reader<File>);
+struct Image(Ext4Reader<Window<File>>);
 
 impl Image {
+    /// The root filesystem of a disk image, whatever its layout.
     fn open(path: &Path) -> Image {
-        Image(Ext4Reader::new(File::open(path).unwrap()).unwrap())
+        let mut file = File::open(path).unwrap();
+        let found = probe(&mut file).unwrap();
+        let root = found.root.expect("a root filesystem in the image");
+        Image(Ext4Reader::new(Window::new(file, root)).unwrap())
     }
     fn text(&mut self, path: &str) -> String {
         String::from_utf8(self.0.read_path(path.as_bytes()).unwrap()).unwrap()
@@ -267,7 +311,7 @@ fn builds_a_reproducible_configured_image() {
         std::fs::metadata(&image).unwrap().len(),
         json["image_bytes"].as_u64().unwrap()
     );
-    assert_fsck_clean(&image);
+    assert_fsck_clean(&root_fs_spec(&image));
 
     let mut img = Image::open(&image);
     assert_eq!(img.text("/etc/hostname"), "testbox\n");
@@ -438,7 +482,7 @@ fn unreviewed_script_fails_the_build_unless_left_to_first_boot() {
         serde_json::json!({ "libfoo1": ["triggers"] })
     );
     let image = out_dir.join("disk.img");
-    assert_fsck_clean(&image);
+    assert_fsck_clean(&root_fs_spec(&image));
     let mut img = Image::open(&image);
     let status = img.text("/var/lib/dpkg/status");
     for stanza in status.split("\n\n").filter(|s| !s.trim().is_empty()) {
@@ -515,7 +559,7 @@ fn e2e_default_recipe() {
         .unwrap();
     assert_success(&o);
     let image = out.join("disk.img");
-    assert_fsck_clean(&image);
+    assert_fsck_clean(&root_fs_spec(&image));
     let mut img = Image::open(&image);
     assert_eq!(img.owner_mode("/usr/bin/sudo").0, 0o4755);
     assert!(img
@@ -612,4 +656,141 @@ fn e2e_default_recipe() {
     );
     assert!(check.status.success(), "apt-get check failed:\n{output}");
     assert!(!output.contains("unmet dependencies"), "{output}");
+}
+
+/// The bytes of `range` of a file.
+fn read_range(path: &Path, range: std::ops::Range<u64>) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).unwrap();
+    f.seek(SeekFrom::Start(range.start)).unwrap();
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn uefi_and_mbr_layouts_are_valid_and_reproducible() {
+    let key = TestKey::generate(62);
+    let repo = repo(&key);
+    let server = TestServer::serve(repo.path()).unwrap();
+    let keyring = repo.keyring().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let recipe = work.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        RECIPE.replace("size = \"fit+30%\"", "size = \"160MiB\""),
+    )
+    .unwrap();
+
+    // UEFI: GPT, ESP with shim, GRUB and grub.cfg, root partition last.
+    let (out1, out2) = (work.path().join("u1"), work.path().join("u2"));
+    for out in [&out1, &out2] {
+        let o = build(
+            &recipe,
+            &server.url(),
+            keyring,
+            &cache,
+            out,
+            &["--layout", "uefi"],
+        );
+        assert_success(&o);
+    }
+    let image = out1.join("disk.img");
+    assert!(
+        std::fs::read(&image).unwrap() == std::fs::read(out2.join("disk.img")).unwrap(),
+        "two uefi builds differ"
+    );
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 160 << 20);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out1.join("build.json")).unwrap()).unwrap();
+    assert_eq!(json["partition_table"], "gpt");
+    assert_eq!(json["esp_offset"], 1 << 20);
+    let esp = json["esp_offset"].as_u64().unwrap()
+        ..json["esp_offset"].as_u64().unwrap() + json["esp_bytes"].as_u64().unwrap();
+    let root_offset = json["root_offset"].as_u64().unwrap();
+    assert_eq!(root_offset, esp.end);
+    let boot: Vec<&str> = json["boot_packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        boot,
+        ["busybox-static", "shim-signed", "grub-efi-amd64-signed"]
+    );
+
+    let sgdisk = run_tool("sgdisk", &["-v".as_ref(), image.as_os_str()]);
+    let text = String::from_utf8_lossy(&sgdisk.stdout);
+    assert!(text.contains("No problems found"), "{text}");
+    let esp_file = work.path().join("esp.img");
+    std::fs::write(&esp_file, read_range(&image, esp.clone())).unwrap();
+    let fsck = run_tool("fsck.vfat", &["-n".as_ref(), esp_file.as_os_str()]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let esp_bytes = std::fs::read(&esp_file).unwrap();
+    let has = |needle: &[u8]| esp_bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"MZ shim") && has(b"MZ grub"));
+    assert!(has(b"search --no-floppy --label rootfs --set=root"));
+    assert!(has(
+        b"linux /boot/vmlinuz-6.1.0-test-cloud-amd64 root=LABEL=rootfs ro"
+    ));
+    assert!(has(b"initrd /boot/initrd.img-6.1.0-test-cloud-amd64"));
+    assert_fsck_clean(&root_fs_spec(&image));
+    let mut img = Image::open(&image);
+    // The native initramfs is in /boot; PV-GRUB's menu.lst is not (UEFI).
+    assert_eq!(
+        img.owner_mode("/boot/initrd.img-6.1.0-test-cloud-amd64"),
+        (0o644, 0, 0)
+    );
+    assert!(!img.exists("/boot/grub/menu.lst"));
+    // The allocated ranges cover the tables, the ESP and the root's blocks.
+    let allocated: Vec<(u64, u64)> = json["allocated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(allocated[0].0, 0);
+    assert!(allocated
+        .iter()
+        .any(|&(s, e)| s <= esp.start && e >= esp.end));
+    assert!(
+        allocated.last().unwrap().1 == 160 << 20,
+        "the backup GPT is at the end"
+    );
+
+    // pvgrub-mbr: one bootable Linux partition at 1 MiB, menu.lst with (hd0,0).
+    let out3 = work.path().join("m1");
+    let o = build(
+        &recipe,
+        &server.url(),
+        keyring,
+        &cache,
+        &out3,
+        &["--layout", "pvgrub-mbr"],
+    );
+    assert_success(&o);
+    let image = out3.join("disk.img");
+    let sfdisk = run_tool("sfdisk", &["-d".as_ref(), image.as_os_str()]);
+    let dump = String::from_utf8_lossy(&sfdisk.stdout);
+    assert!(dump.contains("label: dos"), "{dump}");
+    assert!(
+        dump.lines().any(|l| l.contains("start=        2048")
+            && l.contains("type=83")
+            && l.contains("bootable")),
+        "{dump}"
+    );
+    assert_fsck_clean(&root_fs_spec(&image));
+    let mut img = Image::open(&image);
+    let menu = img.text("/boot/grub/menu.lst");
+    assert!(menu.contains("root (hd0,0)"), "{menu}");
+    assert!(
+        menu.contains("initrd /boot/initrd.img-6.1.0-test-cloud-amd64"),
+        "{menu}"
+    );
 }

@@ -199,3 +199,17 @@ pub fn is_root() -> bool {
     let file = tempfile::NamedTempFile::new().expect("creating a temporary file");
     file.as_file().metadata().expect("stat").uid() == 0
 }
+
+/// The name e2fsprogs tools take for the root filesystem of a disk image:
+/// the path itself for a bare filesystem, `PATH?offset=BYTES` for one in a
+/// partition (found with the project's probe).
+pub fn root_fs_spec(disk: &Path) -> PathBuf {
+    let mut file = std::fs::File::open(disk).unwrap();
+    let found = ami_ext4::disk::probe::probe(&mut file).unwrap();
+    let root = found.root.expect("a root filesystem in the image");
+    if root.start == 0 {
+        disk.to_path_buf()
+    } else {
+        PathBuf::from(format!("{}?offset={}", disk.display(), root.start))
+    }
+}

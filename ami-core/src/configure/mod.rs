@@ -19,7 +19,10 @@
 //! * [`effects`]: the policy tying it together: the table of reviewed
 //!   scripts (pinned by SHA-256), [`effects::account_for`] reporting every
 //!   script nobody reviewed, and [`effects::apply`] running all of the
-//!   above for a package set.
+//!   above for a package set;
+//! * [`initramfs`]: the initramfs (a gzip-compressed cpio archive with a
+//!   static busybox, the storage modules in dependency order and an
+//!   `/init` script), written with [`cpio`]'s newc writer.
 //!
 //! The helpers here ([`read_file`], [`write_file`], [`resolve`]) work on
 //! paths inside the tree and follow symlinks in intermediate components the
@@ -31,8 +34,10 @@ use std::io;
 
 pub mod accounts;
 pub mod alternatives;
+pub mod cpio;
 pub mod depmod;
 pub mod effects;
+pub mod initramfs;
 pub mod pam;
 pub mod project;
 pub mod system;
