@@ -731,8 +731,10 @@ impl Qemu {
     }
 
     fn signal_group(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args(["-s", signal, "--", &format!("-{}", self.pid)])
+        // The shell's builtin kill: no dependency on procps.
+        let _ = Command::new("sh")
+            .args(["-c", r#"kill -s "$1" -- "-$2""#, "sh", signal])
+            .arg(self.pid.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -1423,6 +1425,16 @@ fn exe_for_qemu(work: &Path) -> Result<String> {
     }
 }
 
+/// Whether `program` is an executable file, or found on `PATH` when it has
+/// no `/`.
+fn find_program(program: &Path) -> bool {
+    if program.components().count() > 1 {
+        return program.is_file();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+}
+
 /// Runs `ami boot-test`.
 pub fn run(args: &BootTestArgs) -> Result<()> {
     if !args.image.is_file() {
@@ -1463,6 +1475,17 @@ pub fn run(args: &BootTestArgs) -> Result<()> {
 fn run_in(args: &BootTestArgs, work: &Path) -> Result<bool> {
     let started = Instant::now();
     let (firmware, layout) = plan_firmware(args, work)?;
+    if !find_program(&args.qemu) {
+        bail!(
+            "{} not found: install qemu-system-x86 or pass --qemu",
+            args.qemu.display()
+        );
+    }
+    for tool in ["ssh", "ssh-keygen", "ssh-keyscan"] {
+        if !find_program(Path::new(tool)) {
+            bail!("{tool} not found: install openssh-client");
+        }
+    }
     let accel = Accel::detect();
     match &firmware {
         Firmware::Direct {

@@ -262,6 +262,47 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The image's own apt sources (`/etc/apt/sources.list.d/debian.sources`,
+/// deb822): the sources the image was built from, so that `apt-get update`
+/// works in the instance. Signed by the image's Debian archive keyring when
+/// the image has it.
+fn write_apt_sources(tree: &mut Tree, sources: &[Source], ts: Timestamp) -> Result<()> {
+    use ami_core::configure::{exists, write_file};
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let signed = exists(tree, keyring);
+    // One stanza per (URI, components), suites in the given order.
+    let mut stanzas: Vec<(String, String, Vec<String>)> = Vec::new();
+    for s in sources {
+        let comps = s.components.join(" ");
+        match stanzas
+            .iter_mut()
+            .find(|(u, c, _)| *u == s.uri && *c == comps)
+        {
+            Some(st) => st.2.push(s.suite.clone()),
+            None => stanzas.push((s.uri.clone(), comps, vec![s.suite.clone()])),
+        }
+    }
+    let mut text = String::from("# The sources this image was built from (written by ami).\n");
+    for (uri, comps, suites) in &stanzas {
+        text.push_str(&format!(
+            "\nTypes: deb\nURIs: {uri}/\nSuites: {}\nComponents: {comps}\n",
+            suites.join(" ")
+        ));
+        if signed {
+            text.push_str(&format!("Signed-By: {keyring}\n"));
+        }
+    }
+    write_file(
+        tree,
+        "/etc/apt/sources.list.d/debian.sources",
+        text,
+        Metadata::new(0o644),
+        ts,
+    )
+    .context("writing the image's apt sources")?;
+    Ok(())
+}
+
 /// Builds the image's initramfs natively (busybox from the boot packages,
 /// the kernel's own modules) and installs it as `/boot/initrd.img-VERSION`.
 /// Returns the modules it loads, in order. No kernel: nothing to do.
@@ -277,8 +318,16 @@ fn build_initramfs(
     let options = initramfs::InitramfsOptions::new().mtime(epoch);
     let built = initramfs::build(tree, &kernel.version, &assets.busybox, &options)
         .with_context(|| format!("building the initramfs of kernel {}", kernel.version))?;
-    initramfs::install(tree, &kernel.version, &built, Timestamp::from_secs(epoch))
-        .context("installing the initramfs")?;
+    let ts = Timestamp::from_secs(epoch);
+    initramfs::install(tree, &kernel.version, &built, ts).context("installing the initramfs")?;
+    // The links linux-update-symlinks makes on a first kernel install.
+    for (link, file) in [("vmlinuz", "vmlinuz"), ("initrd.img", "initrd.img")] {
+        let target = format!("boot/{file}-{}", kernel.version);
+        for name in [link.to_owned(), format!("{link}.old")] {
+            ami_core::configure::write_symlink(tree, &format!("/{name}"), &target, ts)
+                .with_context(|| format!("linking /{name}"))?;
+        }
+    }
     stage(
         "initramfs",
         &format!(
@@ -647,7 +696,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     )
     .fetch(FetchOptions::default());
     let repository = Repository::new(sources.clone(), options.clone())?;
-    let boot_repository = Repository::new(sources, options)?;
+    let boot_repository = Repository::new(sources.clone(), options)?;
 
     let locked = match &args.lock {
         Some(path) => {
@@ -817,6 +866,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     );
     let initramfs = build_initramfs(&mut tree, &assets, epoch)?;
 
+    write_apt_sources(&mut tree, &sources, ts)?;
     let project = project::configure(&mut tree, &recipe, &recipe_dir, ts)?;
     let root = tree.root();
     tree.node_mut(root).meta = Metadata::new(0o755).times(ts);

@@ -244,6 +244,7 @@ fn errors_before_booting_are_clear_and_fast() {
 
     let junk = dir.path().join("junk.img");
     std::fs::write(&junk, vec![0x55u8; 1 << 20]).unwrap();
+
     let err = run(&junk, &[]);
     assert!(err.contains("neither an ext4 filesystem"), "{err}");
 
@@ -283,6 +284,26 @@ fn errors_before_booting_are_clear_and_fast() {
     );
     let err = run(&wrong_root, &[]);
     assert!(err.contains("PV-GRUB needs (hd0)"), "{err}");
+
+    let four = tempfile::tempdir().unwrap();
+    let bootable_looking = ext4_of(
+        four.path(),
+        &[
+            (
+                "/boot/grub/menu.lst",
+                b"default 0\ntitle t\nroot (hd0)\nkernel /vmlinuz ro\n",
+            ),
+            ("/vmlinuz", b"kernel"),
+        ],
+    );
+    let err = run(
+        &bootable_looking,
+        &["--qemu", "/nonexistent/qemu-system-x86_64"],
+    );
+    assert!(
+        err.contains("/nonexistent/qemu-system-x86_64 not found: install qemu-system-x86"),
+        "{err}"
+    );
 }
 
 /// A GPT disk whose ESP is empty: the firmware finds nothing to boot.

@@ -627,6 +627,24 @@ fn e2e_default_recipe() {
     }
     assert_eq!(img.link("/etc/alternatives/awk"), "/usr/bin/mawk");
     assert!(!img.exists("/etc/ssh/ssh_host_ed25519_key"));
+    // dpkg's trigger interests: installing a library later runs ldconfig.
+    assert_eq!(img.text("/var/lib/dpkg/triggers/ldconfig"), "libc-bin\n");
+    assert!(img
+        .text("/var/lib/dpkg/triggers/File")
+        .contains("/usr/share/debianutils/shells.d debianutils/noawait\n"));
+    // apt works in the instance: the build's own sources, signed.
+    let sources = img.text("/etc/apt/sources.list.d/debian.sources");
+    assert!(sources.contains("Suites: bookworm"), "{sources}");
+    assert!(sources.contains("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"));
+    // The default layout: GPT with the ESP; the native initramfs and the
+    // kernel links in place.
+    assert_eq!(json["partition_table"], "gpt");
+    let kernel = json["kernel_version"].as_str().unwrap().to_owned();
+    assert_eq!(img.link("/vmlinuz"), format!("boot/vmlinuz-{kernel}"));
+    assert_eq!(img.link("/initrd.img"), format!("boot/initrd.img-{kernel}"));
+    assert!(img.exists(&format!("/boot/initrd.img-{kernel}")));
+    let sgdisk = run_tool("sgdisk", &["-v".as_ref(), image.as_os_str()]);
+    assert!(String::from_utf8_lossy(&sgdisk.stdout).contains("No problems found"));
     // The kernel's module indexes, built natively (libkmod reads only the
     // .bin files): ena must be found by its PCI alias.
     let depmod = json["depmod"].as_str().unwrap();

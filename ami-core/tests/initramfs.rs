@@ -213,7 +213,7 @@ struct Kernel {
 
 /// Fetches the kernel `meta` depends on, indexes its modules with the
 /// native depmod, builds and writes its initramfs.
-fn kernel(meta: &str, extra: &[&str]) -> Kernel {
+fn kernel(meta: &str, scsi: bool) -> Kernel {
     let pkg = real_package(meta);
     let root = fetch(&pkg);
     let version = std::fs::read_dir(root.join("lib/modules"))
@@ -226,11 +226,17 @@ fn kernel(meta: &str, extra: &[&str]) -> Kernel {
         .unwrap();
     let t0 = Instant::now();
     let mut tree = scan_dir(&root, &ScanOptions::new().root_owner(true), &NoProgress).unwrap();
-    depmod(&mut tree, &version, E).unwrap();
-    let mut options = InitramfsOptions::new().mtime(1_700_000_000);
-    for m in extra {
-        options = options.module(*m);
+    let report = depmod(&mut tree, &version, E).unwrap();
+    // Put the native depmod's indexes next to the modules on the host, so
+    // kmod's modprobe can state the load order independently.
+    let host_dir = root.join("lib/modules").join(&version);
+    for name in &report.files {
+        let data =
+            ami_core::configure::read_required(&tree, &format!("/lib/modules/{version}/{name}"))
+                .unwrap();
+        std::fs::write(host_dir.join(name), data).unwrap();
     }
+    let options = InitramfsOptions::new().mtime(1_700_000_000).scsi(scsi);
     let built = initramfs::build(&tree, &version, busybox(), &options).unwrap();
     // Same input, same bytes.
     assert_eq!(
@@ -248,7 +254,13 @@ fn kernel(meta: &str, extra: &[&str]) -> Kernel {
         built.builtin.join(" "),
         built.absent.join(" "),
     );
-    let initrd = work_dir().join(format!("initrd.img-{version}"));
+    assert_eq!(
+        built.modules,
+        modprobe_order(&root, &version, scsi),
+        "{pkg}"
+    );
+    let suffix = if scsi { "-scsi" } else { "" };
+    let initrd = work_dir().join(format!("initrd.img-{version}{suffix}"));
     std::fs::write(&initrd, &built.data).unwrap();
     // The archive really contains each module of the order.
     let mut raw = Vec::new();
@@ -272,14 +284,52 @@ fn kernel(meta: &str, extra: &[&str]) -> Kernel {
     }
 }
 
+/// The load order `modprobe --show-depends` gives for the default modules
+/// (first occurrences, built-in ones left out), as module names.
+fn modprobe_order(root: &Path, version: &str, scsi: bool) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    let scsi = if scsi { initramfs::SCSI_MODULES } else { &[] };
+    for m in initramfs::DEFAULT_MODULES.iter().chain(scsi) {
+        let out = Command::new("modprobe")
+            .arg("-d")
+            .arg(root)
+            .args(["-S", version, "--show-depends", m])
+            .output()
+            .expect("modprobe (apt package kmod)");
+        if !out.status.success() {
+            // Not a module of this kernel: must be built in.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("not found"), "modprobe {m}: {err}");
+            continue;
+        }
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let Some(path) = line.strip_prefix("insmod ") else {
+                assert!(line.starts_with("builtin "), "{line}");
+                continue;
+            };
+            let file = path.trim().rsplit('/').next().unwrap();
+            let name = file.split('.').next().unwrap().replace('-', "_");
+            if !order.contains(&name) {
+                order.push(name);
+            }
+        }
+    }
+    order
+}
+
 fn cloud() -> &'static Kernel {
     static K: OnceLock<Kernel> = OnceLock::new();
-    K.get_or_init(|| kernel("linux-image-cloud-amd64", &[]))
+    K.get_or_init(|| kernel("linux-image-cloud-amd64", false))
+}
+
+fn cloud_scsi() -> &'static Kernel {
+    static K: OnceLock<Kernel> = OnceLock::new();
+    K.get_or_init(|| kernel("linux-image-cloud-amd64", true))
 }
 
 fn generic() -> &'static Kernel {
     static K: OnceLock<Kernel> = OnceLock::new();
-    K.get_or_init(|| kernel("linux-image-amd64", &[]))
+    K.get_or_init(|| kernel("linux-image-amd64", false))
 }
 
 const ROOT_UUID: [u8; 16] = *b"\x6a\x51\x0e\x1c\x2b\x3d\x4f\x50\x81\x92\xa3\xb4\xc5\xd6\xe7\xf8";
@@ -334,6 +384,8 @@ fn root_image() -> &'static Path {
         let path = work_dir().join("root.ext4");
         let mut f = std::fs::File::create(&path).unwrap();
         ami_ext4::format(&mut f, &root_tree(), &ext4_options(), &NoProgress).unwrap();
+        // The writer may leave the end as a hole: give the file its size.
+        f.set_len(FS_SIZE).unwrap();
         path
     })
 }
@@ -376,7 +428,7 @@ static QEMU: Mutex<()> = Mutex::new(());
 fn boot(
     k: &Kernel,
     disk: &Path,
-    device: &str,
+    devices: &[&str],
     append: &str,
     stop_at: Option<&str>,
 ) -> (String, f64) {
@@ -406,14 +458,16 @@ fn boot(
             "if=none,id=d,file={},format=raw,snapshot=on",
             disk.display()
         ))
-        .args(["-device", device])
+        .args(devices.iter().flat_map(|d| ["-device", d]))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("qemu-system-x86_64 (apt package qemu-system-x86)");
     let deadline = Duration::from_secs(300);
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The guest's tty writes "\r\n" line ends.
+    let read_log =
+        || String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).replace('\r', "");
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
@@ -443,13 +497,13 @@ fn boot(
         std::thread::sleep(Duration::from_millis(200));
     }
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!("boot {} [{device}] [{append}]: {secs:.1} s", k.version);
+    eprintln!("boot {} {devices:?} [{append}]: {secs:.1} s", k.version);
     (read_log(), secs)
 }
 
 /// The serial log shows every module loaded, in order, the root found on
 /// `dev`, mounted read-only, and the root's init ran with its argument.
-fn assert_booted(k: &Kernel, log: &str, root: &str, dev: &str) {
+fn assert_booted(k: &Kernel, log: &str, root: &str, dev: &str, mode: &str) {
     let mut pos = 0;
     for m in &k.built.modules {
         let line = format!("ami-initramfs: loading {m}\n");
@@ -468,7 +522,7 @@ fn assert_booted(k: &Kernel, log: &str, root: &str, dev: &str) {
         .find(|l| l.starts_with("AMI-ROOT-MOUNT"))
         .unwrap();
     assert!(
-        mount.contains(&format!("{dev} / ext4 ro,")),
+        mount.contains(&format!("{dev} / ext4 {mode},")),
         "{mount}\nserial log:\n{log}"
     );
     assert!(log.contains("AMI-ROOT-ARGS single"), "serial log:\n{log}");
@@ -484,8 +538,14 @@ fn e2e_cloud_kernel_nvme_label() {
     }
     let k = cloud();
     let append = format!("root=LABEL=rootfs ro {CONSOLE} single");
-    let (log, _) = boot(k, root_image(), "nvme,drive=d,serial=vol0", &append, None);
-    assert_booted(k, &log, "LABEL=rootfs", "/dev/nvme0n1");
+    let (log, _) = boot(
+        k,
+        root_image(),
+        &["nvme,drive=d,serial=vol0"],
+        &append,
+        None,
+    );
+    assert_booted(k, &log, "LABEL=rootfs", "/dev/nvme0n1", "ro");
 }
 
 #[test]
@@ -495,8 +555,8 @@ fn e2e_cloud_kernel_virtio_uuid() {
     }
     let k = cloud();
     let append = format!("root=UUID={ROOT_UUID_TEXT} {CONSOLE} single");
-    let (log, _) = boot(k, root_image(), "virtio-blk-pci,drive=d", &append, None);
-    assert_booted(k, &log, &format!("UUID={ROOT_UUID_TEXT}"), "/dev/vda");
+    let (log, _) = boot(k, root_image(), &["virtio-blk-pci,drive=d"], &append, None);
+    assert_booted(k, &log, &format!("UUID={ROOT_UUID_TEXT}"), "/dev/vda", "ro");
     assert!(log.contains("ami-initramfs: loading virtio_blk"));
 }
 
@@ -513,8 +573,14 @@ fn e2e_cloud_kernel_gpt_partuuid() {
         "gpt.img",
     );
     let append = format!("root=PARTUUID={partuuid} {CONSOLE} single");
-    let (log, _) = boot(k, &disk, "nvme,drive=d,serial=vol0", &append, None);
-    assert_booted(k, &log, &format!("PARTUUID={partuuid}"), "/dev/nvme0n1p2");
+    let (log, _) = boot(k, &disk, &["nvme,drive=d,serial=vol0"], &append, None);
+    assert_booted(
+        k,
+        &log,
+        &format!("PARTUUID={partuuid}"),
+        "/dev/nvme0n1p2",
+        "ro",
+    );
 }
 
 #[test]
@@ -527,8 +593,26 @@ fn e2e_generic_kernel_nvme() {
         assert!(k.built.modules.iter().any(|x| x == m), "{m} not modular?");
     }
     let append = format!("root=LABEL=rootfs ro {CONSOLE} single");
-    let (log, _) = boot(k, root_image(), "nvme,drive=d,serial=vol0", &append, None);
-    assert_booted(k, &log, "LABEL=rootfs", "/dev/nvme0n1");
+    let (log, _) = boot(
+        k,
+        root_image(),
+        &["nvme,drive=d,serial=vol0"],
+        &append,
+        None,
+    );
+    assert_booted(k, &log, "LABEL=rootfs", "/dev/nvme0n1", "ro");
+}
+
+#[test]
+fn e2e_generic_kernel_virtio() {
+    if !e2e() {
+        return;
+    }
+    let k = generic();
+    let append = format!("root=LABEL=rootfs {CONSOLE} single");
+    let (log, _) = boot(k, root_image(), &["virtio-blk-pci,drive=d"], &append, None);
+    assert_booted(k, &log, "LABEL=rootfs", "/dev/vda", "ro");
+    assert!(log.contains("ami-initramfs: xen_blkfront: no such device here (fine)"));
 }
 
 #[test]
@@ -542,7 +626,7 @@ fn e2e_rescue_shell_when_root_is_missing() {
     let (log, secs) = boot(
         k,
         root_image(),
-        "nvme,drive=d,serial=vol0",
+        &["nvme,drive=d,serial=vol0"],
         &append,
         Some(prompt),
     );
@@ -570,6 +654,12 @@ fn e2e_partuuid_lookup_matches_disk_writer() {
     std::fs::set_permissions(&bb, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for a in ["sh", "dd", "od", "tr", "sed", "printf", "cat", "echo"] {
         std::os::unix::fs::symlink("busybox", dir.path().join(a)).unwrap();
+    }
+    // Every applet the initramfs links exists in the real busybox.
+    let list = run(Command::new(&bb).arg("--list")).stdout;
+    let list = String::from_utf8(list).unwrap();
+    for a in initramfs::APPLETS {
+        assert!(list.lines().any(|l| l == *a), "busybox has no {a}");
     }
     let script = dir.path().join("init");
     std::fs::write(&script, INIT_SCRIPT).unwrap();
@@ -603,4 +693,49 @@ fn e2e_partuuid_lookup_matches_disk_writer() {
         );
         std::fs::remove_file(img).unwrap();
     }
+}
+
+#[test]
+fn e2e_cloud_kernel_virtio_scsi_dev_path_rw() {
+    if !e2e() {
+        return;
+    }
+    let k = cloud_scsi();
+    for m in ["virtio_scsi", "sd_mod"] {
+        assert!(k.built.modules.iter().any(|x| x == m), "{m} not included");
+    }
+    let append = format!("root=/dev/sda rw {CONSOLE} single");
+    let (log, _) = boot(
+        k,
+        root_image(),
+        &["virtio-scsi-pci,id=scsi0", "scsi-hd,drive=d,bus=scsi0.0"],
+        &append,
+        None,
+    );
+    assert_booted(k, &log, "/dev/sda", "/dev/sda", "rw");
+}
+
+#[test]
+fn e2e_rescue_shell_when_init_is_missing() {
+    if !e2e() {
+        return;
+    }
+    let k = cloud();
+    let append = format!("root=LABEL=rootfs init=/sbin/nothing {CONSOLE}");
+    let prompt = "(initramfs) # ";
+    let (log, _) = boot(
+        k,
+        root_image(),
+        &["nvme,drive=d,serial=vol0"],
+        &append,
+        Some(prompt),
+    );
+    assert!(log.contains("ami-initramfs: root LABEL=rootfs is /dev/nvme0n1"));
+    assert!(
+        log.contains(
+            "ami-initramfs: ERROR: /sbin/nothing is not on the root filesystem /dev/nvme0n1"
+        ),
+        "serial log:\n{log}"
+    );
+    assert!(log.contains(prompt), "serial log:\n{log}");
 }

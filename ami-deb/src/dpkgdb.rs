@@ -16,7 +16,9 @@
 //! | `info/<pkg>.list` | the package's file list ([`UnpackedPackage::list_file`]) |
 //! | `info/<pkg>.<member>` | every control member but `control` (scripts, `md5sums`, `conffiles`, `triggers`, `shlibs`, `symbols`, `templates`, ...), with its mode and time from the control archive |
 //! | `info/<pkg>.md5sums` | generated from the unpacked contents when the package has none, as dpkg does |
-//! | `triggers/File`, `triggers/Unincorp` | empty |
+//! | `triggers/File` | the file-trigger interests of every package's `triggers` member: `PATH PACKAGE[/noawait]` lines, in package order |
+//! | `triggers/NAME` | for each named trigger a package is interested in: `PACKAGE[/noawait]` lines |
+//! | `triggers/Unincorp` | empty |
 //! | `triggers/Lock` | empty, mode 0600 |
 //! | `alternatives/`, `updates/` | empty directories |
 //!
@@ -798,6 +800,49 @@ impl Writer<'_> {
     }
 }
 
+/// The trigger interests dpkg records when it installs `packages`, from
+/// each package's `triggers` control member (deb-triggers(5)): the text of
+/// `triggers/File` (`PATH PACKAGE` for `interest`/`interest-await`,
+/// `PATH PACKAGE/noawait` for `interest-noawait`, file triggers being
+/// those whose name starts with `/`) and, per named trigger, the text of
+/// `triggers/NAME`. Names that are not safe file names are skipped.
+fn trigger_interests(packages: &[DbPackage<'_>]) -> (String, BTreeMap<String, String>) {
+    let mut file = String::new();
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
+    for p in packages {
+        let Some(member) = p.package.control_archive().get("triggers") else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&member.data);
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let mut words = line.split_whitespace();
+            let (Some(directive), Some(name), None) = (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            let suffix = match directive {
+                "interest" | "interest-await" => "",
+                "interest-noawait" => "/noawait",
+                _ => continue,
+            };
+            let pkg = p.package.info_name();
+            if name.starts_with('/') {
+                file.push_str(&format!("{name} {pkg}{suffix}\n"));
+            } else if !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+                && !name.starts_with('.')
+            {
+                named
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push_str(&format!("{pkg}{suffix}\n"));
+            }
+        }
+    }
+    (file, named)
+}
+
 /// Writes the dpkg database for `packages` into `tree`; see the [module
 /// documentation](self).
 ///
@@ -843,7 +888,11 @@ pub fn write_database(
     w.dir(&format!("{ADMIN_DIR}/alternatives"))?;
     let triggers_path = format!("{ADMIN_DIR}/triggers");
     let triggers = w.dir(&triggers_path)?;
-    w.text(triggers, &triggers_path, "File", "", 0o644)?;
+    let (file_interests, named) = trigger_interests(packages);
+    w.text(triggers, &triggers_path, "File", &file_interests, 0o644)?;
+    for (name, text) in &named {
+        w.text(triggers, &triggers_path, name, text, 0o644)?;
+    }
     w.text(triggers, &triggers_path, "Unincorp", "", 0o644)?;
     w.text(triggers, &triggers_path, "Lock", "", 0o600)?;
     let info_path = format!("{ADMIN_DIR}/info");

@@ -60,6 +60,12 @@ fn packages() -> Vec<DebBuilder> {
                 0o644,
             )
             .conffile("/etc/base.conf", b"base=1\n")
+            // Trigger interests: recorded in triggers/File and
+            // triggers/<name> (no package here activates them).
+            .control_member(
+                "triggers",
+                b"# comment\ninterest-noawait /usr/share/base-thing/hooks\ninterest-await base-thing-reload\ninterest /usr/lib/base-thing\n",
+            )
             .postinst("#!/bin/sh\nset -e\nexit 0\n")
             .prerm("#!/bin/sh\nset -e\nexit 0\n"),
         DebBuilder::new("nomd5", "1", "all")
@@ -71,6 +77,7 @@ fn packages() -> Vec<DebBuilder> {
                 b"/etc/nomd5.conf\nremove-on-upgrade /etc/gone/old.conf\n",
             )
             .without_md5sums()
+            .control_member("triggers", b"interest-noawait base-thing-reload\n")
             .compression(Compression::Zstd),
         DebBuilder::new("old", "1.0", "amd64")
             .file("/usr/bin/shared", b"old version\n", 0o755)
@@ -296,6 +303,17 @@ fn database_and_tree_match_what_dpkg_does() {
     assert!(!old_list.contains("/usr/bin/shared\n") && old_list.contains("/usr/bin/old-only\n"));
     assert!(ib.contains_key("libfoo1:amd64.list"));
 
+    // The trigger interests, byte for byte.
+    for name in ["triggers/File", "triggers/base-thing-reload"] {
+        assert_eq!(
+            fs::read_to_string(ours.join("var/lib/dpkg").join(name)).unwrap(),
+            fs::read_to_string(real.join("var/lib/dpkg").join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert!(fs::read_to_string(ours.join("var/lib/dpkg/triggers/File"))
+        .unwrap()
+        .contains("/usr/share/base-thing/hooks base-thing/noawait\n"));
     for name in [
         "lock",
         "lock-frontend",
@@ -472,7 +490,14 @@ fn unpacked_status_and_options() {
     );
     assert_eq!(read("info/format").0, "1\n");
     assert_eq!(read("available").0, "");
-    assert_eq!(read("triggers/File").0, "");
+    assert_eq!(
+        read("triggers/File").0,
+        "/usr/share/base-thing/hooks base-thing/noawait\n/usr/lib/base-thing base-thing\n"
+    );
+    assert_eq!(
+        read("triggers/base-thing-reload").0,
+        "base-thing\nnomd5/noawait\n"
+    );
     assert_eq!(read("lock").1, 0o640);
     assert_eq!(read("triggers/Lock").1, 0o600);
     assert_eq!(read("info/base-thing.postinst").1, 0o755);
