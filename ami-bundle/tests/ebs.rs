@@ -11,9 +11,9 @@
 //!   sends only the non-zero blocks.
 //! * An ext4 image written by `ami_ext4` is snapshot with the writer's own
 //!   block map.
-//! * Through `fixtures::faultproxy`: throttling, 500s, a stalled request
-//!   and a "not found yet" answer are retried and the upload completes
-//!   correctly; a block that always fails makes the upload fail within its
+//! * Through `fixtures::faultproxy`: throttling, 500s, a stalled request,
+//!   a dropped connection and a "not found yet" answer are retried and the
+//!   upload completes correctly; a block that always fails makes the upload fail within its
 //!   retry budget, and the half-made snapshot is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -907,6 +907,8 @@ struct CheckRow {
     boot: u32,
     passed: bool,
     detail: String,
+    /// Seconds from QEMU's start to the end of the check.
+    at: f64,
 }
 
 /// The checks after `boot`, in table order.
@@ -1062,12 +1064,14 @@ fn boot_once(
     );
     let deadline = qemu.started + timeout;
     let elapsed = |q: &Qemu| q.started.elapsed().as_secs_f64();
+    let started = qemu.started;
     let push = |rows: &mut Vec<CheckRow>, name: &'static str, passed: bool, detail: String| {
         rows.push(CheckRow {
             name,
             boot,
             passed,
             detail,
+            at: started.elapsed().as_secs_f64(),
         });
     };
 
@@ -1601,13 +1605,14 @@ fn run_in(args: &BootTestArgs, work: &Path) -> Result<bool> {
 
 fn print_table(rows: &[CheckRow]) {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
-    eprintln!("\n{:width$}  BOOT  RESULT  DETAIL", "CHECK");
+    eprintln!("\n{:width$}  BOOT  RESULT  AT (s)  DETAIL", "CHECK");
     for r in rows {
         eprintln!(
-            "{:width$}  {:<4}  {:<6}  {}",
+            "{:width$}  {:<4}  {:<6}  {:>6.1}  {}",
             r.name,
             r.boot,
             if r.passed { "pass" } else { "FAIL" },
+            r.at,
             r.detail
         );
     }
@@ -1666,6 +1671,7 @@ fn report_json(
             "boot": r.boot,
             "passed": r.passed,
             "detail": r.detail,
+            "at_seconds": r.at,
         })).collect::<Vec<_>>(),
         "boots": boots.iter().map(|(n, o)| json!({
             "boot": n,

@@ -448,3 +448,36 @@ fn boot_test_of_a_given_image() {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     assert_boot_test_passes(Path::new(&image), &extra);
 }
+
+/// The main job's images really boot: the default recipe built in the
+/// `uefi` layout (GPT, ESP with shim and GRUB, UEFI firmware, NVMe) and in
+/// the tutorial's `pvgrub` layout (bare ext4, menu.lst read like PV-GRUB),
+/// each boot-tested: SSH login as admin with the key from the fake IMDS
+/// (IMDSv2 required), sudo, no password logins, fresh host keys,
+/// `systemctl is-system-running` = running, `dpkg --audit` empty. The uefi
+/// image boots twice, so its host keys must differ between boots.
+#[test]
+fn default_recipe_boots_in_both_layouts() {
+    if !e2e("build the default recipe in both layouts and boot-test each") {
+        return;
+    }
+    // One package cache for the builds of this test binary.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ami-e2e-cache");
+    let work = tempfile::tempdir().unwrap();
+    for (layout, extra) in [("uefi", &["--boots", "2"][..]), ("pvgrub", &[][..])] {
+        let out = work.path().join(layout);
+        let o = ami()
+            .arg("build")
+            .args(["--layout", layout, "--out"])
+            .arg(&out)
+            .arg("--cache")
+            .arg(&cache)
+            .args(["--source-date-epoch", "1700000000"])
+            .output()
+            .expect("running ami build");
+        assert_success(&o);
+        let report = assert_boot_test_passes(&out.join("disk.img"), extra);
+        let boots = report["boots"].as_array().unwrap().len();
+        assert_eq!(boots, if layout == "uefi" { 2 } else { 1 }, "{layout}");
+    }
+}

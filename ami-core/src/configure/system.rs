@@ -474,6 +474,24 @@ pub fn sshd_config(tree: &mut Tree, epoch: Timestamp) -> Result<(), ConfigureErr
     )?;
     let cached = format!("/var/lib/ucf/cache/{}", dest.replace('/', ":"));
     write_file(tree, &cached, template, Metadata::new(0o644), epoch)?;
+    // runit-helper's postinst snippet (dh_runit): enable the runit service
+    // in the default runsvdir when the package ships one.
+    if exists(tree, "/etc/sv/ssh") && !exists(tree, "/etc/runit/runsvdir/default/ssh") {
+        write_dir(tree, "/etc/runit", Metadata::new(0o755), epoch)?;
+        write_dir(tree, "/etc/runit/runsvdir", Metadata::new(0o755), epoch)?;
+        write_dir(
+            tree,
+            "/etc/runit/runsvdir/default",
+            Metadata::new(0o755),
+            epoch,
+        )?;
+        write_symlink(
+            tree,
+            "/etc/runit/runsvdir/default/ssh",
+            "/etc/sv/ssh",
+            epoch,
+        )?;
+    }
     Ok(())
 }
 
