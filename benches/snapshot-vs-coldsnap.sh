@@ -22,8 +22,8 @@
 # no profile, no IMDS), builds ami in release mode, and runs RUNS rounds of
 #   ami       ami snapshot IMAGE --endpoint-url URL --region us-east-1 --json
 #             (AMI_BENCH_CONCURRENCY sets --concurrency; default: ami's)
-#   coldsnap  coldsnap upload IMAGE            (coldsnap's defaults)
-#   coldsnap-omit  coldsnap upload --omit-zero-blocks IMAGE
+#   coldsnap  coldsnap upload --no-progress IMAGE   (coldsnap's defaults)
+#   coldsnap-omit  coldsnap upload --no-progress --omit-zero-blocks IMAGE
 #             (only if this coldsnap has the flag)
 # timed with /usr/bin/time (wall seconds, peak RSS). After each upload it
 # counts the blocks the server holds (ListSnapshotBlocks through boto3),
@@ -86,8 +86,12 @@ if [[ -z $coldsnap && ${AMI_BENCH_INSTALL_COLDSNAP:-0} == 1 ]]; then
     coldsnap=$work/coldsnap/bin/coldsnap
 fi
 tools=(ami)
+coldsnap_flags=()
 if [[ -n $coldsnap ]]; then
     tools+=(coldsnap)
+    if "$coldsnap" upload --help 2>&1 | grep -q -- --no-progress; then
+        coldsnap_flags+=(--no-progress)
+    fi
     if "$coldsnap" upload --help 2>&1 | grep -q -- --omit-zero-blocks; then
         tools+=(coldsnap-omit)
     fi
@@ -98,7 +102,21 @@ fi
 
 port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 endpoint=http://127.0.0.1:$port
-"$python" -m moto.server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+# moto 5 reports BlockSize 512 from StartSnapshot and ListSnapshotBlocks;
+# EBS reports 524288. coldsnap cuts the image into blocks of the reported
+# size (4 million 512-byte "blocks" for 2 GiB), so moto is started with the
+# real value patched in. ami uses the API's fixed 512 KiB either way.
+"$python" - "$port" >"$work/moto.log" 2>&1 <<'EOF' &
+import sys
+import moto.ebs.models as ebs
+init = ebs.EBSSnapshot.__init__
+def patched(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self.block_size = 524288
+ebs.EBSSnapshot.__init__ = patched
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+EOF
 moto_pid=$!
 "$python" - "$endpoint" <<'EOF' || die "moto did not start (see its log above)"
 import sys, time, urllib.request
@@ -198,11 +216,11 @@ for ((run = 1; run <= runs; run++)); do
             ami_choice=$(head -n 1 "$work/err")
             ;;
         coldsnap)
-            measure coldsnap "$coldsnap" upload "$image"
+            measure coldsnap "$coldsnap" upload "${coldsnap_flags[@]}" "$image"
             snap=$(grep -o 'snap-[0-9a-f]*' "$work/out" | tail -n 1)
             ;;
         coldsnap-omit)
-            measure coldsnap-omit "$coldsnap" upload --omit-zero-blocks "$image"
+            measure coldsnap-omit "$coldsnap" upload "${coldsnap_flags[@]}" --omit-zero-blocks "$image"
             snap=$(grep -o 'snap-[0-9a-f]*' "$work/out" | tail -n 1)
             ;;
         esac

@@ -526,7 +526,7 @@ pub struct SnapshotOpts {
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     tags: Vec<String>,
 
-    /// Encrypt the snapshot with this KMS key (ARN or id).
+    /// Encrypt the snapshot with this KMS key (its ARN).
     #[arg(long, value_name = "KEY")]
     kms_key_id: Option<String>,
 
@@ -712,15 +712,28 @@ fn block_selection(
 }
 
 /// The first byte of file data (per SEEK_DATA) outside `ranges`, if any.
-/// Filesystems without SEEK_DATA report everything as data; then data
-/// outside the map is only reported where it is not zero... which this
-/// cheap check cannot see, so such files fall back to the full read.
+/// SEEK_DATA works in whole blocks of the host filesystem, so the ranges are
+/// widened to 4 KiB boundaries first (a partition table of 34 sectors shares
+/// its last host block with zeros). Filesystems without SEEK_DATA report
+/// everything as data: such files fall back to the full read.
 fn data_outside(image: &Path, ranges: &[std::ops::Range<u64>]) -> Result<Option<u64>> {
     use rustix::fs::{seek, SeekFrom};
+    const HOST_BLOCK: u64 = 4096;
     let file = File::open(image).with_context(|| format!("opening {}", image.display()))?;
     let len = file.metadata()?.len();
-    let mut sorted = ranges.to_vec();
+    let mut sorted: Vec<std::ops::Range<u64>> = ranges
+        .iter()
+        .map(|r| r.start / HOST_BLOCK * HOST_BLOCK..r.end.div_ceil(HOST_BLOCK) * HOST_BLOCK)
+        .collect();
     sorted.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    let sorted = merged;
     let inside = |pos: u64| -> Option<u64> {
         // The end of the range holding `pos`, if any.
         let i = sorted.partition_point(|r| r.start <= pos);
@@ -889,5 +902,28 @@ pub fn run_publish(args: &PublishArgs) -> Result<()> {
         print_stdout(&o.finish())
     } else {
         print_stdout(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_outside_the_map_is_found_at_host_block_granularity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let f = File::create(&path).unwrap();
+        f.set_len(1 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        // A 34-sector table at the start and a block of data at 512 KiB.
+        f.write_all_at(&[1u8; 512], 0).unwrap();
+        f.write_all_at(&[2u8; 4096], 512 << 10).unwrap();
+        f.sync_all().unwrap();
+        // The table's range ends mid host block: still inside.
+        let map = [0..17408u64, (512 << 10)..(512 << 10) + 4096];
+        assert_eq!(data_outside(&path, &map).unwrap(), None);
+        // Without the second range, its data is outside the map.
+        assert_eq!(data_outside(&path, &map[..1]).unwrap(), Some(512 << 10));
     }
 }

@@ -612,8 +612,9 @@ fn snapshot_with_block_map_then_publish_and_clean_up() {
 }
 
 /// A GPT disk (ESP + root with the ena module index) made with the
-/// library, for HVM registration.
-fn uefi_disk(path: &Path) {
+/// library, for HVM registration. Returns its block map in the form
+/// `ami build` writes (`image`, `image_bytes`, `allocated`).
+fn uefi_disk(path: &Path, ena: bool) -> serde_json::Value {
     use ami_core::progress::NoProgress;
     use ami_core::{FileData, Metadata, Node, Tree};
     use ami_ext4::disk::esp::{write_esp, EspFile, EspOptions};
@@ -628,7 +629,11 @@ fn uefi_disk(path: &Path) {
         dir,
         b"modules.dep",
         Node::file(
-            FileData::from_bytes(b"kernel/drivers/net/ethernet/amazon/ena/ena.ko:\n".to_vec()),
+            FileData::from_bytes(if ena {
+                b"kernel/drivers/net/ethernet/amazon/ena/ena.ko:\n".to_vec()
+            } else {
+                b"kernel/drivers/net/virtio_net.ko:\n".to_vec()
+            }),
             Metadata::new(0o644),
         ),
     )
@@ -657,13 +662,24 @@ fn uefi_disk(path: &Path) {
     write_esp(&mut esp, &files, &EspOptions::new(7).assume_zeroed(true)).unwrap();
     let len = plan.root.end - plan.root.start;
     let options = FormatOptions::new().label("rootfs").size(Size::Bytes(len));
-    format(
+    let report = format(
         &mut Window::new(&mut disk, plan.root.clone()),
         &tree,
         &options,
         &NoProgress,
     )
     .unwrap();
+    let mut allocated = plan.table_ranges();
+    allocated.push(plan.esp.clone().unwrap());
+    allocated.extend(ami_ext4::disk::disk_byte_ranges(
+        &report.allocated,
+        plan.root.start,
+    ));
+    serde_json::json!({
+        "image": path.file_name().unwrap().to_str().unwrap(),
+        "image_bytes": plan.disk_size,
+        "allocated": allocated.iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
+    })
 }
 
 #[test]
@@ -675,7 +691,10 @@ fn publish_uefi_image_as_hvm_with_derived_boot_mode() {
     let proxy = FaultProxy::start(moto.addr()).expect("starting the proxy");
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("disk.img");
-    uefi_disk(&image);
+    let map = uefi_disk(&image, true);
+    // build.json beside the image: its allocated blocks are sent (the GPT
+    // ends mid host block: still recognised as the map's).
+    std::fs::write(dir.path().join("build.json"), map.to_string()).unwrap();
 
     // --no-ena-support is fine, a PV kernel id is a contradiction.
     let out = ami_aws(
@@ -710,9 +729,22 @@ fn publish_uefi_image_as_hvm_with_derived_boot_mode() {
     );
     assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("skipping all-zero blocks"), "{stderr}");
+    assert!(
+        stderr.contains("block map") && !stderr.contains("skipping"),
+        "{stderr}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["boot_mode"], "uefi");
+    let expected: std::collections::BTreeSet<u64> = map["allocated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r[0].as_u64().unwrap() / 524_288..r[1].as_u64().unwrap().div_ceil(524_288))
+        .collect();
+    assert_eq!(
+        report["blocks_sent"].as_u64().unwrap(),
+        expected.len() as u64
+    );
     let form = ec2_form(&proxy, "RegisterImage");
     assert_eq!(form["Name"], "debian-uefi (test)");
     assert_eq!(form["VirtualizationType"], "hvm");
@@ -746,6 +778,17 @@ fn publish_uefi_image_as_hvm_with_derived_boot_mode() {
     );
     let err = assert_failure(&out, 1);
     assert!(err.contains("needs BIOS boot code"), "{err}");
+
+    // ENA support on an image without the ena driver: refused, unless
+    // --no-ena-support.
+    let no_ena = dir.path().join("no-ena.img");
+    uefi_disk(&no_ena, false);
+    let out = ami_aws(
+        &proxy.endpoint(),
+        &["publish", no_ena.to_str().unwrap(), "--name", "x-noena"],
+    );
+    let err = assert_failure(&out, 1);
+    assert!(err.contains("no ena driver"), "{err}");
 }
 
 #[test]
