@@ -56,13 +56,19 @@ fn e2e(what: &str) -> bool {
 #[allow(dead_code)] // also for the build tests' E2E boots
 pub fn assert_boot_test_passes(image: &Path, extra: &[&str]) -> Value {
     let work = tempfile::tempdir().unwrap();
+    assert_boot_test_passes_in(image, extra, work.path())
+}
+
+/// [`assert_boot_test_passes`] with the work directory (serial logs, IMDS
+/// log) kept in `work`.
+pub fn assert_boot_test_passes_in(image: &Path, extra: &[&str], work: &Path) -> Value {
     let started = Instant::now();
     let out = ami()
         .arg("boot-test")
         .arg(image)
         .arg("--json")
         .arg("--work")
-        .arg(work.path())
+        .arg(work)
         .args(extra)
         .output()
         .expect("running ami boot-test");
@@ -99,7 +105,7 @@ pub fn assert_boot_test_passes(image: &Path, extra: &[&str]) -> Value {
         });
     assert!(key_with_token, "{report:#}");
     assert!(
-        qemu_processes_mentioning(work.path()).is_empty(),
+        qemu_processes_mentioning(work).is_empty(),
         "QEMU still running"
     );
     eprintln!(
@@ -476,8 +482,34 @@ fn default_recipe_boots_in_both_layouts() {
             .output()
             .expect("running ami build");
         assert_success(&o);
-        let report = assert_boot_test_passes(&out.join("disk.img"), extra);
+        let image = out.join("disk.img");
+        if layout == "uefi" {
+            // A volume larger than the image, as on EC2 with a bigger root
+            // volume: the first boot grows the root partition and ext4.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&image)
+                .unwrap();
+            f.set_len(f.metadata().unwrap().len() + (512 << 20))
+                .unwrap();
+        }
+        let logs = work.path().join(format!("{layout}-boot"));
+        std::fs::create_dir_all(&logs).unwrap();
+        let report = assert_boot_test_passes_in(&image, extra, &logs);
         let boots = report["boots"].as_array().unwrap().len();
         assert_eq!(boots, if layout == "uefi" { 2 } else { 1 }, "{layout}");
+        let serial = String::from_utf8_lossy(&std::fs::read(logs.join("serial-1.log")).unwrap())
+            .into_owned();
+        if layout == "uefi" {
+            assert!(
+                serial.contains("growroot: grew /dev/nvme0n1p2"),
+                "the root was not grown:\n{serial}"
+            );
+        } else {
+            assert!(
+                serial.contains("growroot:"),
+                "growroot did not run:\n{serial}"
+            );
+        }
     }
 }

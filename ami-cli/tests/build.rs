@@ -766,6 +766,12 @@ fn uefi_and_mbr_layouts_are_valid_and_reproducible() {
         (0o644, 0, 0)
     );
     assert!(!img.exists("/boot/grub/menu.lst"));
+    // The root grows to fill a larger volume at boot.
+    assert_eq!(img.owner_mode("/usr/lib/ami/growroot"), (0o755, 0, 0));
+    assert_eq!(
+        img.link("/etc/systemd/system/multi-user.target.wants/ami-growroot.service"),
+        "/etc/systemd/system/ami-growroot.service"
+    );
     // The allocated ranges cover the tables, the ESP and the root's blocks.
     let allocated: Vec<(u64, u64)> = json["allocated"]
         .as_array()

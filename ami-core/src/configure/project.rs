@@ -18,6 +18,8 @@
 //! * [`install_prep_instance`]: `/etc/prep-instance` and its enabled unit,
 //!   which at boot create the host keys and install the SSH key from the
 //!   instance metadata service ([`PREP_INSTANCE_SCRIPT`]);
+//! * [`install_growroot`]: `/usr/lib/ami/growroot` and its enabled unit,
+//!   which grow the root partition and filesystem to fill a larger volume;
 //! * the recipe's `system.units`, enabled as `systemctl enable` would
 //!   ([`units::systemctl_enable`](super::units::systemctl_enable));
 //! * [`make_dev_nodes`]: the device nodes of `MAKEDEV generic std console
@@ -48,6 +50,13 @@ pub const PREP_INSTANCE_SCRIPT: &str = include_str!("prep-instance.sh");
 
 /// The systemd unit that runs `/etc/prep-instance` at boot.
 pub const PREP_INSTANCE_SERVICE: &str = include_str!("prep-instance.service");
+/// `/usr/lib/ami/growroot`: grows the root partition (sfdisk, partx) and its
+/// filesystem (resize2fs) to fill a volume larger than the image.
+pub const GROWROOT_SCRIPT: &str = include_str!("growroot.sh");
+/// `ami-growroot.service`, enabled in `multi-user.target`: runs
+/// [`GROWROOT_SCRIPT`] at every boot (it does nothing when there is no room
+/// to gain).
+pub const GROWROOT_SERVICE: &str = include_str!("growroot.service");
 
 /// The device nodes MAKEDEV creates, one per line (see the file's header).
 const MAKEDEV_NODES: &str = include_str!("makedev-nodes.txt");
@@ -130,6 +139,7 @@ pub fn configure(
     write_sshd_dropin(tree, epoch)?;
     let removed_host_keys = remove_host_keys(tree)?;
     install_prep_instance(tree, &recipe.admin.name, epoch)?;
+    install_growroot(tree, epoch)?;
     for unit in &recipe.system.units {
         super::units::systemctl_enable(tree, unit, epoch)?;
     }
@@ -503,6 +513,37 @@ pub fn install_prep_instance(
         tree,
         "/etc/systemd/system/multi-user.target.wants/prep-instance.service",
         "/etc/systemd/system/prep-instance.service",
+        epoch,
+    )?;
+    Ok(())
+}
+
+/// Installs [`GROWROOT_SCRIPT`] as `/usr/lib/ami/growroot` (0755) and
+/// [`GROWROOT_SERVICE`] as `/etc/systemd/system/ami-growroot.service`,
+/// enabled.
+///
+/// # Errors
+/// As the tree helpers.
+pub fn install_growroot(tree: &mut Tree, epoch: Timestamp) -> Result<(), ProjectError> {
+    write_dir(tree, "/usr/lib/ami", Metadata::new(0o755), epoch)?;
+    write_file(
+        tree,
+        "/usr/lib/ami/growroot",
+        GROWROOT_SCRIPT,
+        Metadata::new(0o755),
+        epoch,
+    )?;
+    write_file(
+        tree,
+        "/etc/systemd/system/ami-growroot.service",
+        GROWROOT_SERVICE,
+        Metadata::new(0o644),
+        epoch,
+    )?;
+    write_symlink(
+        tree,
+        "/etc/systemd/system/multi-user.target.wants/ami-growroot.service",
+        "/etc/systemd/system/ami-growroot.service",
         epoch,
     )?;
     Ok(())
