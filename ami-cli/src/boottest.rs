@@ -1924,7 +1924,7 @@ initrd /boot/initrd.img-6.1.0-50-cloud-amd64
 
     #[test]
     fn plain_words() {
-        assert!(plain_word("/work/main/target/debug/ami"));
+        assert!(plain_word("/opt/ami-1.0/bin/ami"));
         assert!(!plain_word("/tmp/a b/ami"));
         assert!(!plain_word("/tmp/it's/ami"));
         assert!(!plain_word(""));
