@@ -142,15 +142,43 @@ impl fmt::Display for Priority {
     }
 }
 
+/// apt's default pin priority of a source.
+pub const DEFAULT_PRIORITY: i32 = 500;
+/// apt's priority of a suite whose Release says `NotAutomatic: yes` (e.g.
+/// backports, experimental): never chosen while another version exists.
+pub const NOT_AUTOMATIC_PRIORITY: i32 = 1;
+/// apt's priority of a `NotAutomatic: yes` suite that also says
+/// `ButAutomaticUpgrades: yes` (backports): still below the default.
+pub const BUT_AUTOMATIC_UPGRADES_PRIORITY: i32 = 100;
+
+/// The pin priority apt gives a suite from its Release file's fields
+/// (`field("NotAutomatic")`, `field("ButAutomaticUpgrades")`), as apt does
+/// without preferences files.
+pub fn release_priority(not_automatic: Option<&str>, but_automatic_upgrades: Option<&str>) -> i32 {
+    let yes = |v: Option<&str>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"));
+    match (yes(not_automatic), yes(but_automatic_upgrades)) {
+        (false, _) => DEFAULT_PRIORITY,
+        (true, false) => NOT_AUTOMATIC_PRIORITY,
+        (true, true) => BUT_AUTOMATIC_UPGRADES_PRIORITY,
+    }
+}
+
 /// One `Packages` text added to an index.
 #[derive(Debug, Clone)]
 pub struct Source {
     label: String,
     text: Arc<str>,
     packages: usize,
+    priority: i32,
 }
 
 impl Source {
+    /// The pin priority of the source ([`DEFAULT_PRIORITY`] unless set
+    /// with [`PackageIndex::set_priority`]).
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
     /// The label given to [`PackageIndex::add_source`].
     pub fn label(&self) -> &str {
         &self.label
@@ -509,8 +537,20 @@ impl PackageIndex {
             label,
             text,
             packages: count,
+            priority: DEFAULT_PRIORITY,
         });
         Ok(source)
+    }
+
+    /// Sets the pin priority of a source: [`candidate`](Self::candidate)
+    /// takes the highest version among the records of the highest
+    /// priority, as apt does (e.g. a backports suite, priority
+    /// [`BUT_AUTOMATIC_UPGRADES_PRIORITY`], loses to the release's version
+    /// even when newer). Unknown ids are ignored.
+    pub fn set_priority(&mut self, source: SourceId, priority: i32) {
+        if let Some(s) = self.sources.get_mut(source.index()) {
+            s.priority = priority;
+        }
     }
 
     /// The sources, in the order they were added.
@@ -567,11 +607,27 @@ impl PackageIndex {
             .map(move |id| &self.packages[id.index()])
     }
 
-    /// The candidate for installing `name`: its highest version across all
-    /// sources (apt's choice when every source has the same pin priority),
-    /// the earliest-added record among equal versions.
+    /// The candidate for installing `name`, as apt chooses it: among the
+    /// records of the sources with the highest pin priority (see
+    /// [`set_priority`](Self::set_priority); all equal by default), the
+    /// highest version, the earliest-added record among equal versions.
     pub fn candidate(&self, name: &str) -> Option<&Package> {
-        self.lookup(name).next()
+        self.preferred(name).into_iter().next()
+    }
+
+    /// The records named `name` in apt's order of preference: higher pin
+    /// priority first, then higher version (the first is the
+    /// [`candidate`](Self::candidate)).
+    pub fn preferred<'a>(&'a self, name: &str) -> Vec<&'a Package> {
+        let mut all: Vec<&Package> = self.lookup(name).collect();
+        // Stable: equal priorities keep the version order of `lookup`.
+        all.sort_by_key(|p| std::cmp::Reverse(self.priority_of(p)));
+        all
+    }
+
+    /// The pin priority of the source a record comes from.
+    pub fn priority_of(&self, package: &Package) -> i32 {
+        self.sources[package.source().index()].priority
     }
 
     /// The packages providing `name` (in the order they were added).
@@ -790,5 +846,53 @@ mod tests {
             assert_eq!(KNOWN_FIELDS[FIRST_RELATION + i], kind.field_name());
             assert_eq!(kind as usize, i);
         }
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::*;
+    use crate::{resolve, Request, Variant};
+
+    #[test]
+    fn not_automatic_suites_lose_to_the_release() {
+        let mut index = PackageIndex::new("amd64");
+        index
+            .add_source(
+                "bookworm/main",
+                "Package: a\nVersion: 1.0\nArchitecture: amd64\nDepends: b\n\nPackage: b\nVersion: 1.0\nArchitecture: amd64\n",
+            )
+            .unwrap();
+        let bpo = index
+            .add_source(
+                "bookworm-backports/main",
+                "Package: a\nVersion: 2.0~bpo\nArchitecture: amd64\nDepends: b\n\nPackage: b\nVersion: 2.0~bpo\nArchitecture: amd64\n\nPackage: c\nVersion: 1\nArchitecture: amd64\n",
+            )
+            .unwrap();
+        // Same priority: the highest version wins.
+        assert_eq!(index.candidate("a").unwrap().version().as_str(), "2.0~bpo");
+        index.set_priority(bpo, release_priority(Some("yes"), Some("yes")));
+        assert_eq!(
+            index.sources()[bpo.index()].priority(),
+            BUT_AUTOMATIC_UPGRADES_PRIORITY
+        );
+        assert_eq!(index.candidate("a").unwrap().version().as_str(), "1.0");
+        // Only in backports: still the candidate.
+        assert_eq!(index.candidate("c").unwrap().version().as_str(), "1");
+        let versions: Vec<&str> = index
+            .preferred("b")
+            .iter()
+            .map(|p| p.version().as_str())
+            .collect();
+        assert_eq!(versions, ["1.0", "2.0~bpo"]);
+        // The resolver follows: a and its dependency b from the release.
+        let r = resolve(&index, &Request::new(Variant::Custom).package("a")).unwrap();
+        assert_eq!(r.get("a").unwrap().version().as_str(), "1.0");
+        assert_eq!(r.get("b").unwrap().version().as_str(), "1.0");
+        // An explicit version still reaches backports.
+        let r = resolve(&index, &Request::new(Variant::Custom).package("a=2.0~bpo")).unwrap();
+        assert_eq!(r.get("a").unwrap().version().as_str(), "2.0~bpo");
+        assert_eq!(release_priority(None, None), DEFAULT_PRIORITY);
+        assert_eq!(release_priority(Some("yes"), None), NOT_AUTOMATIC_PRIORITY);
     }
 }

@@ -609,12 +609,21 @@ impl Repository {
                 for a in arches {
                     let (text, url) = self.packages_text(source, &release, component, a)?;
                     let label = format!("{}/{component}", source.suite);
-                    packages
-                        .add_source(label, text)
-                        .map_err(|error| RepoError::Index {
-                            url: url.clone(),
-                            error,
-                        })?;
+                    let id =
+                        packages
+                            .add_source(label, text)
+                            .map_err(|error| RepoError::Index {
+                                url: url.clone(),
+                                error,
+                            })?;
+                    // NotAutomatic suites (backports) as apt pins them.
+                    packages.set_priority(
+                        id,
+                        crate::index::release_priority(
+                            release.field("NotAutomatic"),
+                            release.field("ButAutomaticUpgrades"),
+                        ),
+                    );
                     origins.push(IndexOrigin {
                         source: i,
                         uri: source.uri.clone(),

@@ -9,16 +9,18 @@
 //!    `usr-is-merged` when [`Request::merged_usr`] is on, then the requested
 //!    packages in the given order. All roots are selected before any
 //!    dependency is looked at, so a root always wins over an alternative.
-//!    Each root uses the candidate version (the highest version across all
-//!    sources: apt's choice when every source has the same pin priority)
-//!    unless the request pins another one.
+//!    Each root uses the candidate version (apt's: the highest version
+//!    among the sources of the highest pin priority, so that `NotAutomatic`
+//!    suites such as backports are not chosen by default) unless the request
+//!    pins another one.
 //! 2. **Closure**, depth first from each root in order, like apt: for each
 //!    selected package, its `Pre-Depends`, then `Depends`, then (if asked)
 //!    `Recommends` groups, in field order. A group already satisfied by the
 //!    selection is skipped: an alternative already selected wins, and so
 //!    does an already-selected provider. Otherwise the alternatives are
 //!    tried in order; for each, the real package of that name first (its
-//!    highest version that satisfies the constraint), then the packages
+//!    most preferred version that satisfies the constraint: pin priority,
+//!    then version), then the packages
 //!    providing it (versioned `Provides` for versioned dependencies),
 //!    ordered as apt orders providers: `Essential` first, then `Protected`,
 //!    then by `Priority`, then by name. A candidate is skipped when its name
@@ -551,7 +553,7 @@ impl<'a> Solver<'a> {
         if self.is_excluded(&relation.name) {
             return Err(invalid(format!("{} is excluded", relation.name)));
         }
-        let mut real = index.lookup(&relation.name).peekable();
+        let mut real = index.preferred(&relation.name).into_iter().peekable();
         if real.peek().is_some() {
             let mut available = Vec::new();
             for p in real {
@@ -601,7 +603,8 @@ impl<'a> Solver<'a> {
             }
             match best.iter_mut().find(|b| index[**b].name() == p.name()) {
                 Some(b) => {
-                    if p.version() > index[*b].version() {
+                    let key = |q: &Package| (index.priority_of(q), q.version().clone());
+                    if key(p) > key(&index[*b]) {
                         *b = p.id();
                     }
                 }
@@ -759,7 +762,8 @@ impl<'a> Solver<'a> {
         for r in active(group, index.arch()) {
             if !self.is_excluded(&r.name) && !self.selected.contains_key(r.name.as_str()) {
                 if let Some(p) = index
-                    .lookup(&r.name)
+                    .preferred(&r.name)
+                    .into_iter()
                     .find(|p| p.name() == r.name && index.satisfies(p, r))
                 {
                     out.push(p.id());

@@ -34,10 +34,14 @@ const ALLOWED_DIFFERENCES: &[(&str, &str)] = &[];
 
 fn load_host_index() -> PackageIndex {
     let mut index = PackageIndex::new(&host::arch());
+    let priorities = host::priorities();
     for (label, text) in host::packages_indices() {
-        index
+        let id = index
             .add_source(label.clone(), text)
             .unwrap_or_else(|e| panic!("{label}: {e}"));
+        // apt's pins: a backports suite in the host's sources (NotAutomatic)
+        // must not win over the release.
+        index.set_priority(id, priorities.get(&label).copied().unwrap_or(500));
     }
     index
 }
@@ -178,8 +182,10 @@ fn same_choice_as_apt() {
     // (decompressed input). Only reported: this is a debug build.
     let start = Instant::now();
     let mut index = PackageIndex::new(&host::arch());
+    let priorities = host::priorities();
     for (label, text) in texts {
-        index.add_source(label, text).unwrap();
+        let id = index.add_source(label.clone(), text).unwrap();
+        index.set_priority(id, priorities.get(&label).copied().unwrap_or(500));
     }
     let parsed = start.elapsed();
     let request = Request::new(Variant::Default).packages(EXTRAS.iter().copied());

@@ -35,6 +35,50 @@ pub fn arch() -> String {
     run("dpkg", &["--print-architecture"]).trim().to_owned()
 }
 
+/// apt's pin priority of every downloaded `Packages` index, by label
+/// (`release/component`), from the `NotAutomatic` and
+/// `ButAutomaticUpgrades` fields of the suite's (In)Release file in apt's
+/// lists directory.
+#[allow(dead_code)]
+pub fn priorities() -> std::collections::BTreeMap<String, i32> {
+    let targets = run(
+        "apt-get",
+        &[
+            "indextargets",
+            "--format",
+            "$(BASE_URI)|$(RELEASE)|$(COMPONENT)",
+            "Identifier: Packages",
+        ],
+    );
+    let mut out = std::collections::BTreeMap::new();
+    for line in targets.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split('|');
+        let (Some(base), Some(release), Some(component)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let stem = base
+            .split_once("://")
+            .map_or(base, |(_, rest)| rest)
+            .replace('/', "_");
+        let text = ["InRelease", "Release"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(format!("/var/lib/apt/lists/{stem}{f}")).ok())
+            .unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+                .map(str::trim)
+        };
+        out.insert(
+            format!("{release}/{component}"),
+            ami_deb::index::release_priority(field("NotAutomatic"), field("ButAutomaticUpgrades")),
+        );
+    }
+    out
+}
+
 /// `(label, text)` of every downloaded `Packages` index apt knows about,
 /// labelled `release/component`. Panics if there is none (run `apt-get
 /// update` first).
