@@ -866,7 +866,7 @@ mod priority_tests {
         let bpo = index
             .add_source(
                 "bookworm-backports/main",
-                "Package: a\nVersion: 2.0~bpo\nArchitecture: amd64\nDepends: b\n\nPackage: b\nVersion: 2.0~bpo\nArchitecture: amd64\n\nPackage: c\nVersion: 1\nArchitecture: amd64\n",
+                "Package: a\nVersion: 2.0~bpo\nArchitecture: amd64\nDepends: b\n\nPackage: b\nVersion: 2.0~bpo\nArchitecture: amd64\n\nPackage: c\nVersion: 1\nArchitecture: amd64\nPriority: important\n",
             )
             .unwrap();
         // Same priority: the highest version wins.
@@ -889,6 +889,12 @@ mod priority_tests {
         let r = resolve(&index, &Request::new(Variant::Custom).package("a")).unwrap();
         assert_eq!(r.get("a").unwrap().version().as_str(), "1.0");
         assert_eq!(r.get("b").unwrap().version().as_str(), "1.0");
+        // A package only backports has is not part of a priority variant,
+        // but can be asked for.
+        let r = resolve(&index, &Request::new(Variant::Default)).unwrap();
+        assert!(r.get("c").is_none());
+        let r = resolve(&index, &Request::new(Variant::Default).package("c")).unwrap();
+        assert!(r.get("c").is_some());
         // An explicit version still reaches backports.
         let r = resolve(&index, &Request::new(Variant::Custom).package("a=2.0~bpo")).unwrap();
         assert_eq!(r.get("a").unwrap().version().as_str(), "2.0~bpo");

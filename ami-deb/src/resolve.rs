@@ -430,6 +430,11 @@ fn variant_members(index: &PackageIndex, variant: Variant) -> Vec<(&str, Reason)
         let Some(candidate) = index.candidate(name) else {
             continue;
         };
+        // A package only a NotAutomatic suite (backports) has is never
+        // installed automatically, however important it says it is.
+        if index.priority_of(candidate) < crate::index::DEFAULT_PRIORITY {
+            continue;
+        }
         let priority = candidate.priority();
         let reason = if candidate.essential() {
             Reason::Essential

@@ -91,10 +91,13 @@ fn compare(index: &PackageIndex, variant: Variant, extras: &[&str]) -> usize {
     let mut base: Vec<&str> = index
         .names()
         .filter(|name| {
-            let p = index
-                .candidate(name)
-                .expect("listed names exist")
-                .paragraph();
+            let candidate = index.candidate(name).expect("listed names exist");
+            // Suites apt never installs from automatically (backports)
+            // contribute no variant members.
+            if index.priority_of(candidate) < ami_deb::index::DEFAULT_PRIORITY {
+                return false;
+            }
+            let p = candidate.paragraph();
             let essential = p.get("Essential") == Some("yes");
             let priority = p.get("Priority");
             match variant {
