@@ -350,7 +350,7 @@ fn test_image(path: &Path) -> (Vec<Range<u64>>, BTreeSet<u64>, BTreeSet<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocated_and_nonzero_blocks_round_trip() {
-    if !moto::e2e_enabled("snapshot images into moto's EBS and read them back") {
+    if !fixtures::e2e_enabled("snapshot images into moto's EBS and read them back") {
         return;
     }
     let moto = MotoServer::start().expect("start moto");
@@ -482,7 +482,7 @@ fn byte_ranges(map: &ami_ext4::BlockMap) -> Vec<Range<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext4_image_with_the_writers_block_map() {
-    if !moto::e2e_enabled("snapshot an ext4 image into moto's EBS with its block map") {
+    if !fixtures::e2e_enabled("snapshot an ext4 image into moto's EBS with its block map") {
         return;
     }
     use ami_core::{FileData, Metadata, Node, Tree};
@@ -616,7 +616,7 @@ async fn faulted_upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_are_retried_or_fail_cleanly() {
-    if !moto::e2e_enabled("inject faults between the SDK and moto's EBS") {
+    if !fixtures::e2e_enabled("inject faults between the SDK and moto's EBS") {
         return;
     }
     let moto = MotoServer::start().expect("start moto");

@@ -26,6 +26,7 @@ use ami_ext4::disk::esp::{write_esp, EspOptions};
 use ami_ext4::disk::{plan, write_partition_table, DiskIds, Layout, Window, MIB, MIN_ESP_SIZE};
 use ami_ext4::{format, FormatOptions, Size};
 use common::{ami, assert_failure, assert_success};
+use fixtures::e2e_enabled as e2e;
 use serde_json::Value;
 
 /// The checks every boot reports, in order.
@@ -39,15 +40,6 @@ pub const CHECKS: [&str; 8] = [
     "dpkg_audit",
     "imdsv2_token",
 ];
-
-fn e2e(what: &str) -> bool {
-    if std::env::var_os("AMI_E2E").is_some_and(|v| v == "1") {
-        true
-    } else {
-        eprintln!("skipped: set AMI_E2E=1 to {what}");
-        false
-    }
-}
 
 /// Runs `ami boot-test IMAGE --json EXTRA...` and asserts that it passed:
 /// exit status 0, `passed` true, and for each of the `boots` boots every

@@ -155,7 +155,7 @@ fn percent_decode(s: &str) -> String {
 
 #[test]
 fn upload_register_deregister_instance_store_bundle() {
-    if !moto::e2e_enabled("upload, register and deregister a bundle on moto") {
+    if !fixtures::e2e_enabled("upload, register and deregister a bundle on moto") {
         return;
     }
     let moto = MotoServer::start().expect("starting moto");
@@ -301,7 +301,7 @@ fn upload_register_deregister_instance_store_bundle() {
 
 #[test]
 fn bucket_without_acls_is_refused_before_any_upload() {
-    if !moto::e2e_enabled("check the bucket ACL setting on moto") {
+    if !fixtures::e2e_enabled("check the bucket ACL setting on moto") {
         return;
     }
     let moto = MotoServer::start().expect("starting moto");
@@ -447,7 +447,7 @@ fn pv_tree(dir: &Path) -> PathBuf {
 
 #[test]
 fn snapshot_with_block_map_then_publish_and_clean_up() {
-    if !moto::e2e_enabled("snapshot and publish images on moto") {
+    if !fixtures::e2e_enabled("snapshot and publish images on moto") {
         return;
     }
     let moto = MotoServer::start().expect("starting moto");
@@ -684,7 +684,7 @@ fn uefi_disk(path: &Path, ena: bool) -> serde_json::Value {
 
 #[test]
 fn publish_uefi_image_as_hvm_with_derived_boot_mode() {
-    if !moto::e2e_enabled("publish an HVM image on moto") {
+    if !fixtures::e2e_enabled("publish an HVM image on moto") {
         return;
     }
     let moto = MotoServer::start().expect("starting moto");
@@ -793,7 +793,7 @@ fn publish_uefi_image_as_hvm_with_derived_boot_mode() {
 
 #[test]
 fn keys_upload_registers_the_certificate_with_iam() {
-    if !moto::e2e_enabled("upload a signing certificate to moto's IAM") {
+    if !fixtures::e2e_enabled("upload a signing certificate to moto's IAM") {
         return;
     }
     let moto = MotoServer::start().expect("starting moto");
